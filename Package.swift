@@ -1,0 +1,20 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// No package dependencies, by design: Foundation, Dispatch and the toolchain's XCTest only.
+let package = Package(
+    name: "cloud-backup",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "cloud-backup", targets: ["cloud-backup"]),
+    ],
+    targets: [
+        // Everything that decides something lives in the library; `main` only hands over.
+        .target(name: "CloudBackupCore"),
+        .executableTarget(name: "cloud-backup", dependencies: ["CloudBackupCore"]),
+        .testTarget(name: "CloudBackupCoreTests", dependencies: ["CloudBackupCore"]),
+        // End-to-end tests drive the built binary against real restic and rclone.
+        .testTarget(name: "EndToEndTests", dependencies: ["CloudBackupCore"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

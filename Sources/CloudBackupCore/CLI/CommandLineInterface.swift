@@ -1,0 +1,176 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public let cloudBackupVersion = "0.1.0"
+
+/// The subcommands. Parsing is separate from running, so tests can check the parse alone.
+public enum Subcommand: Equatable, Sendable {
+    case help(topic: String?)
+    case version
+    case startServer
+    case serverStatus
+    case backup([String])
+    case forget([String])
+    case restic([String])
+    case notYetAvailable(String)
+
+    public static let names = ["start-server", "server-status", "backup", "forget", "restic", "help"]
+    static let plannedNames = ["config", "reauth", "check-refresh-token"]
+
+    /// Reads argv (without the program name).
+    public static func parse(_ arguments: [String]) throws -> Subcommand {
+        guard let first = arguments.first else { return .help(topic: nil) }
+        let rest = Array(arguments.dropFirst())
+        let asksHelp = rest.count == 1 && (rest[0] == "--help" || rest[0] == "-h")
+        switch first {
+        case "-h", "--help", "help":
+            return .help(topic: first == "help" ? rest.first : nil)
+        case "--version", "version":
+            return .version
+        case "start-server":
+            if asksHelp { return .help(topic: first) }
+            if let unexpected = rest.first {
+                throw CloudBackupError.usage("start-server takes no arguments (got \(shellQuoted(unexpected))); it is configured by environment variables, see `cloud-backup start-server --help`.")
+            }
+            return .startServer
+        case "server-status":
+            if asksHelp { return .help(topic: first) }
+            if let unexpected = rest.first {
+                throw CloudBackupError.usage("server-status takes no arguments (got \(shellQuoted(unexpected))).")
+            }
+            return .serverStatus
+        case "backup":
+            return asksHelp ? .help(topic: first) : .backup(rest)
+        case "forget":
+            return asksHelp ? .help(topic: first) : .forget(rest)
+        case "restic":
+            // Everything goes to restic, `--help` included: this is restic with the repository preset.
+            return .restic(rest)
+        case _ where plannedNames.contains(first):
+            return asksHelp ? .help(topic: first) : .notYetAvailable(first)
+        default:
+            let hint = first.hasPrefix("-") ? "" : (suggestion(for: first).map { " Did you mean `\($0)`?" } ?? "")
+            throw CloudBackupError.usage("unknown subcommand or option \(shellQuoted(first)).\(hint) Run `cloud-backup --help` for the list.")
+        }
+    }
+
+    /// The closest subcommand within two typos.
+    static func suggestion(for word: String) -> String? {
+        (names + plannedNames)
+            .map { ($0, editDistance(word, $0)) }
+            .filter { $0.1 <= 2 }
+            .min { $0.1 < $1.1 }?.0
+    }
+
+    static func editDistance(_ a: String, _ b: String) -> Int {
+        let a = Array(a), b = Array(b)
+        var previous = Array(0...b.count)
+        for i in 1...max(a.count, 1) where !a.isEmpty {
+            var current = [i] + Array(repeating: 0, count: b.count)
+            for j in 1...max(b.count, 1) where !b.isEmpty {
+                current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+            }
+            previous = current
+        }
+        return previous[b.count]
+    }
+}
+
+/// Runs one invocation: parse, load the configuration the subcommand needs, run, and map every
+/// outcome to an exit code. Nothing below this decides exit codes for usage and configuration errors.
+public enum CommandLineInterface {
+    public static func main(arguments: [String], environment: [String: String]) -> Int32 {
+        let command: Subcommand
+        do {
+            command = try Subcommand.parse(Array(arguments.dropFirst()))
+        } catch let error as CloudBackupError {
+            writeStandardError("cloud-backup: error: \(error.description)\n\n\(HelpText.usageLine)\n")
+            return error.exitCode
+        } catch {
+            return ExitCode.software
+        }
+
+        switch command {
+        case .help(let topic):
+            guard let text = HelpText.text(for: topic) else {
+                writeStandardError("cloud-backup: error: no help for \(shellQuoted(topic ?? "")): it is not a subcommand.\n\n\(HelpText.usageLine)\n")
+                return ExitCode.usage
+            }
+            print(text)
+            return ExitCode.success
+        case .version:
+            print("cloud-backup \(cloudBackupVersion)")
+            return ExitCode.success
+        case .notYetAvailable(let name):
+            writeStandardError("cloud-backup: error: `\(name)` (INFN Cloud login) is not in this version yet. For any other destination, define an rclone remote (`rclone config`) and set BACKUP_REMOTE=remote:path.\n")
+            return ExitCode.usage
+        default:
+            break
+        }
+
+        prepareProcess()
+        let needs: ConfigurationNeeds = (command == .startServer || command == .serverStatus) ? [] : [.repositoryPassword]
+        let log = Logger()
+        let configuration: Configuration
+        do {
+            configuration = try ConfigurationLoader.load(environment: environment, needs: needs)
+        } catch let error as CloudBackupError {
+            log.error(error.description)
+            // A configuration error is still a failed run: tell Healthchecks when it can be told.
+            pingConfigurationFailure(command: command, environment: environment, error: error, log: log)
+            return error.exitCode
+        } catch {
+            log.error("\(error)")
+            return ExitCode.software
+        }
+        log.addSecrets(configuration.secrets)
+
+        let signals = SignalMonitor.shared
+        signals.install()
+        let scale = environment["CLOUD_BACKUP_BACKOFF_SCALE"].flatMap(Double.init) ?? 1
+        let context = JobContext(environment: environment, signals: signals, log: log, backoffScale: scale)
+
+        switch command {
+        case .startServer:
+            return RestServer(configuration: configuration, context: context).run()
+        case .serverStatus:
+            return RestServer.reportStatus(configuration: configuration)
+        case .backup(let arguments):
+            return ResticJob(kind: .backup, userArguments: arguments, configuration: configuration, context: context).run()
+        case .forget(let arguments):
+            return ResticJob(kind: .forget, userArguments: arguments, configuration: configuration, context: context).run()
+        case .restic(let arguments):
+            return ResticPassthrough(arguments: arguments, configuration: configuration, context: context).run()
+        case .help, .version, .notYetAvailable:
+            return ExitCode.software
+        }
+    }
+
+    /// Process-wide settings every command needs (`../shared/notes/swift-process-on-linux.md`): a closed
+    /// log reader must not kill us (children get SIGPIPE back at its default from the runner). Our own
+    /// lines are written with write(2), unbuffered, so they interleave with the children's in logs.
+    static func prepareProcess() {
+        signal(SIGPIPE, SIG_IGN)
+    }
+
+    static func pingConfigurationFailure(command: Subcommand, environment: [String: String], error: CloudBackupError, log: Logger) {
+        let variable: String
+        switch command {
+        case .backup: variable = "BACKUP_CHECK_URL"
+        case .forget: variable = "FORGET_CHECK_URL"
+        default: return
+        }
+        guard let text = environment[variable], !text.isEmpty, let url = URL(string: text),
+              let scheme = url.scheme, scheme == "http" || scheme == "https" else { return }
+        let secrets = [text] + ["RESTIC_PASSWORD", "RESTIC_REST_PASSWORD"].compactMap { environment[$0] }
+        let monitor = HealthchecksMonitor(check: url, secrets: secrets, log: log)
+        monitor.finish(exitCode: error.exitCode, summary: "not run: \(error.description)", output: "")
+    }
+}
+
+func writeStandardError(_ text: String) {
+    var copy = text
+    copy.withUTF8 { writeFully(STDERR_FILENO, $0.baseAddress!, $0.count) }
+}

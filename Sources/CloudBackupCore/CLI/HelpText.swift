@@ -1,0 +1,133 @@
+/// Help for every subcommand, beside nothing else so `--help` stays instant.
+public enum HelpText {
+    static let usageLine = "Usage: cloud-backup <subcommand> [arguments…]   (cloud-backup --help lists them)"
+
+    public static func text(for topic: String?) -> String? {
+        switch topic {
+        case nil: return overview
+        case "start-server": return startServer
+        case "server-status": return serverStatus
+        case "backup": return backup
+        case "forget": return forget
+        case "restic": return restic
+        case "config", "reauth", "check-refresh-token": return planned(topic!)
+        case "help": return overview
+        default: return nil
+        }
+    }
+
+    static let overview = """
+    cloud-backup \(cloudBackupVersion) — monitored, encrypted backups with restic to any rclone destination
+
+    Usage: cloud-backup <subcommand> [arguments…]
+
+    Subcommands:
+      start-server        Serve the destination to restic over HTTP (rclone serve restic), in the foreground.
+      server-status       Exit 0 if the REST server answers on 127.0.0.1:RESTIC_REST_PORT (for health checks).
+      backup [ARGS…]      Run `restic backup ARGS…`, creating the repository on first use; pings BACKUP_CHECK_URL.
+      forget [ARGS…]      Run `restic forget ARGS…` (e.g. --keep-within 1m --prune); pings FORGET_CHECK_URL.
+      restic [ARGS…]      Run restic with the repository and password preset (snapshots, restore, check, …).
+      help [SUBCOMMAND]   Show this help, or a subcommand's.
+
+    Destination (first one set wins):
+      BACKUP_REMOTE              An rclone path (remote:bucket/path) or an absolute local directory.
+      AAI_USER + BACKUP_BUCKET   INFN Cloud storage: infncloud:/<AAI_USER>/<BACKUP_BUCKET>.
+      (neither)                  A local directory: $CLOUD_BACKUP_STATE_DIR/repository.
+      RCLONE_CONFIG              rclone's configuration file (rclone's own variable).
+
+    Repository and REST server:
+      RESTIC_PASSWORD            The repository password (or RESTIC_PASSWORD_FILE / RESTIC_PASSWORD_COMMAND).
+      RESTIC_REST_USERNAME       With RESTIC_REST_PASSWORD: the server requires these and listens on all
+      RESTIC_REST_PASSWORD       interfaces. Without them it listens on 127.0.0.1 only.
+      RESTIC_REST_PORT           The server's port (default 8080).
+      RESTIC_REST_APPEND_ONLY    true: clients cannot delete or overwrite data (default false).
+      RESTIC_HOST                The host name recorded in snapshots (default: this machine's hostname).
+
+    Monitoring (Healthchecks ping URLs; unset = no pings):
+      BACKUP_CHECK_URL, FORGET_CHECK_URL
+
+    Tuning:
+      LOCK_WAIT_SECONDS          How long a job waits for another job's lock (default 900).
+      STOP_GRACE_SECONDS         After SIGTERM/SIGINT, how long restic gets to stop cleanly (default 8).
+      PING_TIMEOUT_SECONDS       Timeout of each Healthchecks request (default 10; a ping, retries included,
+                                 never delays a job more than 35 s).
+      CLOUD_BACKUP_STATE_DIR     Where the tool keeps its state (default ~/.local/state/cloud-backup).
+
+    Any secret above may instead be given as NAME_FILE, a file holding it (Docker secrets).
+
+    Exit codes: restic's own (0 ok, 1 failed, 3 some files unreadable, 10–12 and 130 on restic ≥ 0.17);
+    64 usage, 69 a program or the destination unavailable, 75 repository busy (locked), 78 configuration.
+    """
+
+    static let startServer = """
+    Usage: cloud-backup start-server
+
+    Runs `rclone serve restic` on the destination in the foreground and keeps it running: rclone is
+    restarted if it dies, and the command gives up (exit 69) after 5 quick failures in a row.
+    SIGTERM or SIGINT stops it within STOP_GRACE_SECONDS.
+
+    With RESTIC_REST_USERNAME and RESTIC_REST_PASSWORD set, it listens on all interfaces at
+    RESTIC_REST_PORT (default 8080) and requires them; without, it listens on 127.0.0.1 only.
+    RESTIC_REST_APPEND_ONLY=true refuses deletions and overwrites (protection against a compromised client).
+    Credentials are passed to rclone through its environment, never on its command line.
+
+    Jobs started in the same container or machine (`backup`, `forget`, `restic`) use this server.
+    """
+
+    static let serverStatus = """
+    Usage: cloud-backup server-status
+
+    Prints one line and exits 0 when a restic REST server answers on 127.0.0.1:RESTIC_REST_PORT (with
+    RESTIC_REST_USERNAME/RESTIC_REST_PASSWORD when set), 1 otherwise. It sends no ping and runs no restic,
+    so it suits a container HEALTHCHECK.
+    """
+
+    static let backup = """
+    Usage: cloud-backup backup [restic backup arguments…]
+
+    Example: cloud-backup backup --tag daily /backup/dir1 /backup/dir2
+
+    Runs `restic backup` with your arguments (see `cloud-backup restic backup --help`), with
+    --host $RESTIC_HOST when RESTIC_HOST is set. The repository is the local REST server when one answers
+    on RESTIC_REST_PORT, otherwise the destination itself.
+
+    - First run: when restic finds no repository, the destination is listed; the repository is created
+      (restic init) only if that listing worked and shows no repository. Otherwise nothing is created.
+    - Locked repository: stale locks are removed (restic unlock) and the backup retried for up to
+      LOCK_WAIT_SECONDS; then it exits 75 (busy).
+    - SIGTERM/SIGINT: restic gets SIGINT (it removes its lock), then SIGKILL after STOP_GRACE_SECONDS.
+    - BACKUP_CHECK_URL: pinged at start and with the exit code at the end, with a summary and the end of the log.
+
+    The exit code is restic's (0 ok, 3 snapshot saved but some files unreadable, other = failure).
+    """
+
+    static let forget = """
+    Usage: cloud-backup forget [restic forget arguments…]
+
+    Example: cloud-backup forget --keep-within 1m --prune
+
+    Runs `restic forget` with your arguments, with --host $RESTIC_HOST when RESTIC_HOST is set (only this
+    machine's snapshots are considered). Locks, signals and exit codes as for `backup`; pings FORGET_CHECK_URL.
+    It never creates a repository.
+    """
+
+    static let restic = """
+    Usage: cloud-backup restic [restic arguments…]
+
+    Examples: cloud-backup restic snapshots
+              cloud-backup restic restore latest --target /tmp/restore
+
+    Runs restic with RESTIC_REPOSITORY set to the REST server (when one answers) or the destination, and
+    the password from RESTIC_PASSWORD. Input, output and exit code are restic's own.
+    `cloud-backup restic --help` shows restic's help.
+    """
+
+    static func planned(_ name: String) -> String {
+        """
+        Usage: cloud-backup \(name)
+
+        `\(name)` belongs to INFN Cloud login support (oidc-agent and STS credentials), which is not in
+        this version yet. Other destinations need no login step: configure an rclone remote and set BACKUP_REMOTE.
+        """
+    }
+}

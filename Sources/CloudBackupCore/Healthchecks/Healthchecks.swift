@@ -1,0 +1,197 @@
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// The ping endpoints of one check (`../shared/notes/healthchecks-api.md`).
+public enum PingKind: Sendable, Equatable {
+    case start
+    case exitStatus(Int32)
+    case log
+}
+
+public enum PingURL {
+    /// `<check>/start?rid=…`, `<check>/<code>?rid=…`: the suffix goes on the path, and the check's own
+    /// query (`?create=1` on slug URLs) is kept.
+    public static func make(check: URL, kind: PingKind, runID: String) -> URL? {
+        guard var components = URLComponents(url: check, resolvingAgainstBaseURL: false) else { return nil }
+        var path = components.path
+        while path.hasSuffix("/") { path.removeLast() }
+        switch kind {
+        case .start: path += "/start"
+        // Healthchecks accepts 0–255; anything else would be HTTP 400 and a lost ping.
+        case .exitStatus(let code): path += "/\(code >= 0 && code <= 255 ? code : 1)"
+        case .log: path += "/log"
+        }
+        components.path = path
+        var items = (components.queryItems ?? []).filter { $0.name != "rid" }
+        items.append(URLQueryItem(name: "rid", value: runID))
+        components.queryItems = items
+        return components.url
+    }
+
+    /// For log lines: the host only, since the full URL lets anyone ping the check.
+    public static func redacted(_ url: URL) -> String {
+        "\(url.scheme ?? "https")://\(url.host ?? "?")/…"
+    }
+}
+
+public enum PingBody {
+    public static let defaultLimit = 100_000
+
+    /// The summary first (it must survive any cut), then as much of the output's end as fits.
+    /// Secrets are replaced by `***` before anything else.
+    public static func make(summary: String, output: String, limit: Int, secrets: [String]) -> String {
+        let summary = Redactor.redact(summary, secrets: secrets)
+        let output = Redactor.redact(output, secrets: secrets).trimmingCharacters(in: .newlines)
+        let head = output.isEmpty ? summary : summary + "\n\n--- end of the output ---\n"
+        var body = head + output
+        guard body.utf8.count > limit else { return body }
+        let marker = "[… earlier output cut to fit the \(limit)-byte ping limit …]\n"
+        let room = limit - head.utf8.count - marker.utf8.count
+        if room <= 0 {
+            body = String(decoding: Array(summary.utf8.prefix(limit)), as: UTF8.self)
+            return body
+        }
+        var tail = Array(output.utf8.suffix(room))
+        // Start on a line (and so on a whole UTF-8 character).
+        if let newline = tail.firstIndex(of: 10) { tail = Array(tail[(newline + 1)...]) }
+        while let first = tail.first, first & 0xC0 == 0x80 { tail.removeFirst() }
+        return head + marker + String(decoding: tail, as: UTF8.self)
+    }
+}
+
+public enum Redactor {
+    public static func redact(_ text: String, secrets: [String]) -> String {
+        var result = text
+        for secret in secrets.sorted(by: { $0.count > $1.count }) where secret.count >= 4 {
+            result = result.replacingOccurrences(of: secret, with: "***")
+            // A REST password inside a URL is percent-encoded.
+            if let encoded = secret.addingPercentEncoding(withAllowedCharacters: .alphanumerics), encoded != secret {
+                result = result.replacingOccurrences(of: encoded, with: "***")
+            }
+        }
+        return result
+    }
+}
+
+/// Sends one HTTP request and gives back the status and headers. A closure, so tests can count
+/// requests; the real one is URLSession.
+public struct HTTPTransport: Sendable {
+    public struct Response: Sendable { public var status: Int; public var headers: [String: String] }
+    public var send: @Sendable (_ url: URL, _ body: Data?, _ timeout: Double) throws -> Response
+
+    public init(send: @escaping @Sendable (_ url: URL, _ body: Data?, _ timeout: Double) throws -> Response) {
+        self.send = send
+    }
+
+    public static let urlSession = HTTPTransport { url, body, timeout in
+        var request = URLRequest(url: url, cachePolicy: .reloadIgnoringLocalCacheData, timeoutInterval: timeout)
+        request.httpMethod = body == nil ? "GET" : "POST"
+        request.httpBody = body
+        if body != nil { request.setValue("text/plain; charset=utf-8", forHTTPHeaderField: "Content-Type") }
+        let box = ResponseBox()
+        let done = DispatchSemaphore(value: 0)
+        let session = URLSession(configuration: .ephemeral)
+        let task = session.dataTask(with: request) { _, response, error in
+            box.set(response as? HTTPURLResponse, error)
+            done.signal()
+        }
+        task.resume()
+        // URLSession's own timeout is for idle time; this bounds the whole request.
+        if done.wait(timeout: .now() + timeout + 1) == .timedOut {
+            task.cancel()
+            session.invalidateAndCancel()
+            throw URLError(.timedOut)
+        }
+        session.finishTasksAndInvalidate()
+        let (response, error) = box.get()
+        if let error { throw error }
+        guard let response else { throw URLError(.badServerResponse) }
+        var headers: [String: String] = [:]
+        for (key, value) in response.allHeaderFields {
+            if let key = key as? String, let value = value as? String { headers[key.lowercased()] = value }
+        }
+        return Response(status: response.statusCode, headers: headers)
+    }
+}
+
+private final class ResponseBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var response: HTTPURLResponse?
+    private var error: Error?
+    func set(_ response: HTTPURLResponse?, _ error: Error?) {
+        lock.lock(); self.response = response; self.error = error; lock.unlock()
+    }
+    func get() -> (HTTPURLResponse?, Error?) {
+        lock.lock(); defer { lock.unlock() }
+        return (response, error)
+    }
+}
+
+/// Pings one check for one job run. A failing ping prints a warning and never changes the job's result;
+/// each ping costs at most `budgetSeconds` (requests of at most 10 s, retried after 1, 2, 4 s).
+public final class HealthchecksMonitor: @unchecked Sendable {
+    public let check: URL?
+    public let runID: String
+    private let transport: HTTPTransport
+    private let secrets: [String]
+    private let log: Logger
+    private let requestTimeout: Double
+    private let budgetSeconds: Double
+    private let retryDelays: [Double]
+    public private(set) var bodyLimit = PingBody.defaultLimit
+
+    public init(check: URL?, transport: HTTPTransport = .urlSession, secrets: [String], log: Logger,
+                requestTimeout: Double = 10, budgetSeconds: Double = 35, retryDelays: [Double] = [1, 2, 4]) {
+        self.check = check
+        self.runID = UUID().uuidString.lowercased()
+        self.transport = transport
+        self.secrets = secrets
+        self.log = log
+        self.requestTimeout = requestTimeout
+        self.budgetSeconds = budgetSeconds
+        self.retryDelays = retryDelays
+    }
+
+    public func start() {
+        guard let check else { return }
+        if let response = send(check: check, kind: .start, body: nil),
+           let limit = response.headers["ping-body-limit"].flatMap({ Int($0.trimmingCharacters(in: .whitespaces)) }), limit > 0 {
+            bodyLimit = limit
+        }
+    }
+
+    public func finish(exitCode: Int32, summary: String, output: String) {
+        guard let check else { return }
+        let body = PingBody.make(summary: summary, output: output, limit: bodyLimit, secrets: secrets)
+        _ = send(check: check, kind: .exitStatus(exitCode), body: Data(body.utf8))
+    }
+
+    private func send(check: URL, kind: PingKind, body: Data?) -> HTTPTransport.Response? {
+        guard let url = PingURL.make(check: check, kind: kind, runID: runID) else { return nil }
+        let deadline = Date().addingTimeInterval(budgetSeconds)
+        var attempt = 0
+        var lastProblem = ""
+        while true {
+            let remaining = deadline.timeIntervalSinceNow
+            if remaining < 0.5 { break }
+            do {
+                let response = try transport.send(url, body, min(requestTimeout, remaining - 0.25))
+                if (200..<300).contains(response.status) { return response }
+                lastProblem = "HTTP \(response.status)"
+                // A 4xx will not get better by asking again (except rate limiting).
+                if (400..<500).contains(response.status) && response.status != 429 { break }
+            } catch {
+                lastProblem = Redactor.redact("\(error.localizedDescription)", secrets: secrets)
+            }
+            guard attempt < retryDelays.count else { break }
+            let delay = retryDelays[attempt]
+            attempt += 1
+            if deadline.timeIntervalSinceNow - delay < 0.5 { break }
+            Thread.sleep(forTimeInterval: delay)
+        }
+        log.warning("could not ping Healthchecks at \(PingURL.redacted(check)) (\(lastProblem)); the job's result is not affected.")
+        return nil
+    }
+}

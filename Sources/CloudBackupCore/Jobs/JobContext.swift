@@ -1,0 +1,43 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Everything a command touches outside itself, passed in as a value so tests can replace any part.
+public struct JobContext: Sendable {
+    public var environment: [String: String]
+    public var runner: any ProcessRunning
+    public var signals: SignalMonitor
+    public var log: Logger
+    public var transport: HTTPTransport
+    public var hostName: String
+    public var sleep: @Sendable (Double) -> Void
+    /// Short waits for tests (lock retries, restart backoff), scaled from the real ones.
+    public var backoffScale: Double
+
+    public init(environment: [String: String], runner: any ProcessRunning = SystemProcessRunner(),
+                signals: SignalMonitor = .shared, log: Logger = Logger(), transport: HTTPTransport = .urlSession,
+                hostName: String = currentHostName(), sleep: @escaping @Sendable (Double) -> Void = { Thread.sleep(forTimeInterval: $0) },
+                backoffScale: Double = 1) {
+        self.environment = environment
+        self.runner = runner
+        self.signals = signals
+        self.log = log
+        self.transport = transport
+        self.hostName = hostName
+        self.sleep = sleep
+        self.backoffScale = backoffScale
+    }
+}
+
+public func currentHostName() -> String {
+    var buffer = [CChar](repeating: 0, count: 256)
+    guard gethostname(&buffer, buffer.count) == 0 else { return "" }
+    return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
+/// Docker's default hostname is the first 12 hex digits of the container id: a new one per container,
+/// so snapshots would each get a different host.
+public func looksLikeContainerID(_ hostName: String) -> Bool {
+    (hostName.count == 12 || hostName.count == 64) && hostName.allSatisfy { $0.isHexDigit && !$0.isUppercase }
+}

@@ -1,0 +1,263 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `backup` and `forget`: restic with the user's arguments, made safe to run unattended — a
+/// repository that does not exist yet is created (only when that is provably safe), a lock left by a
+/// dead job is cleared and a live one waited for, a stop request reaches restic as SIGINT, and the
+/// outcome is pinged to Healthchecks.
+public struct ResticJob {
+    public enum Kind: String, Sendable {
+        case backup, forget
+
+        func arguments(_ user: [String], host: String?) -> [String] {
+            switch self {
+            case .backup: return ResticCommand.backup(userArguments: user, host: host)
+            case .forget: return ResticCommand.forget(userArguments: user, host: host)
+            }
+        }
+    }
+
+    /// Bytes of each output stream kept in memory for the ping body and the outcome.
+    static let outputTailBytes = 64 * 1024
+
+    public let kind: Kind
+    public let userArguments: [String]
+    public let configuration: Configuration
+    public let context: JobContext
+
+    public init(kind: Kind, userArguments: [String], configuration: Configuration, context: JobContext) {
+        self.kind = kind
+        self.userArguments = userArguments
+        self.configuration = configuration
+        self.context = context
+    }
+
+    private var log: Logger { context.log }
+
+    /// Runs the job and returns the exit code; never throws, so the final ping is always sent.
+    public func run() -> Int32 {
+        let checkURL = kind == .backup ? configuration.backupCheckURL : configuration.forgetCheckURL
+        let monitor = HealthchecksMonitor(check: checkURL, transport: context.transport, secrets: configuration.secrets, log: log,
+                                          requestTimeout: Double(configuration.pingTimeoutSeconds),
+                                          budgetSeconds: configuration.pingBudgetSeconds)
+        monitor.start()
+        let started = Date()
+        let report = execute()
+        let seconds = Date().timeIntervalSince(started)
+        let summary = "\(report.summary) (\(formatDuration(seconds)))"
+        if report.exitCode == 0 {
+            log.info("\(kind.rawValue) finished: \(summary)")
+        } else {
+            log.error("\(kind.rawValue) failed with exit code \(report.exitCode): \(summary)")
+        }
+        let transcript = (report.notes.map { "cloud-backup: \($0)" } + [report.output]).joined(separator: "\n")
+        monitor.finish(exitCode: report.exitCode, summary: summary, output: transcript)
+        return report.exitCode
+    }
+
+    struct Report {
+        var exitCode: Int32
+        var summary: String
+        var output: String
+        var notes: [String]
+    }
+
+    private func execute() -> Report {
+        var notes: [String] = []
+        func note(_ message: String) {
+            log.info(message)
+            notes.append(message)
+        }
+        func failure(_ code: Int32, _ summary: String, output: String = "") -> Report {
+            Report(exitCode: code, summary: summary, output: output, notes: notes)
+        }
+
+        if configuration.resticHost == nil && looksLikeContainerID(context.hostName) {
+            log.warning("the hostname \(context.hostName) looks like a container id and RESTIC_HOST is not set: each new container would file its snapshots under another host. Set RESTIC_HOST (or `hostname:` in docker-compose.yaml).")
+        }
+        guard ExecutableLookup.resolve("restic", environment: configuration.childEnvironment) != nil else {
+            let error = CloudBackupError.programNotFound(name: "restic", path: configuration.childEnvironment["PATH"] ?? "")
+            log.error(error.description)
+            return failure(error.exitCode, "\(kind.rawValue) failed: restic is not installed")
+        }
+
+        let route = RouteFinder.find(configuration: configuration, log: log)
+        note("\(kind.rawValue) using \(route)")
+        let arguments = kind.arguments(userArguments, host: configuration.resticHost)
+        let deadline = Date().addingTimeInterval(Double(configuration.lockWaitSeconds))
+        var initialized = false
+        var lockWaits = 0
+
+        while true {
+            let result: ProcessResult
+            do {
+                result = try runRestic(arguments, route: route, output: .stream(tailLimit: Self.outputTailBytes))
+            } catch {
+                let error = error as? CloudBackupError ?? .internalError("\(error)")
+                log.error(error.description)
+                return failure(error.exitCode, "\(kind.rawValue) failed: \(error.description)")
+            }
+            let output = result.combinedOutput
+            let outcome = ResticOutcome.classify(status: result.status, output: result.standardError)
+            let code = result.status.shellExitCode
+
+            switch outcome {
+            case .success, .incompleteSnapshot:
+                var summary = successSummary(result.standardOutput)
+                if outcome == .incompleteSnapshot {
+                    summary += "; WARNING: some files could not be read (restic exit code 3), see the output"
+                }
+                return Report(exitCode: code, summary: summary, output: output, notes: notes)
+
+            case .interrupted:
+                return failure(code, "\(kind.rawValue) interrupted: stopped on request, restic released its lock", output: output)
+
+            case .wrongPassword:
+                return failure(code, "\(kind.rawValue) failed: wrong password — RESTIC_PASSWORD does not open the repository at \(configuration.destination.rclonePath). Use the password the repository was created with.", output: output)
+
+            case .unreachable(let reason):
+                return failure(code, "\(kind.rawValue) failed: the repository could not be reached (\(reason)). Check the destination and the network; nothing was changed.", output: output)
+
+            case .failed(let reason):
+                return failure(code, "\(kind.rawValue) failed: \(reason)", output: output)
+
+            case .locked(let holder):
+                if context.signals.stopRequested {
+                    return failure(code, "\(kind.rawValue) stopped on request while the repository was locked (\(holder))", output: output)
+                }
+                let remaining = deadline.timeIntervalSinceNow
+                if remaining <= 0 {
+                    let busy = CloudBackupError.repositoryBusy(waitedSeconds: configuration.lockWaitSeconds, holder: holder)
+                    log.error(busy.description)
+                    return failure(busy.exitCode, "\(kind.rawValue) not run: repository busy — \(busy.description)", output: output)
+                }
+                note("the repository is locked (\(holder)); removing stale locks with `restic unlock` and retrying")
+                if let unlock = try? runRestic(ResticCommand.unlock, route: route, output: .tail(limit: 4096)), !unlock.status.isSuccess {
+                    note("restic unlock failed (\(unlock.status)): \(ResticOutcome.lastMeaningfulLine(in: unlock.standardError) ?? "")")
+                }
+                let delay = min(remaining, min(5 * pow(2, Double(lockWaits)), 60) * context.backoffScale)
+                lockWaits += 1
+                if !waitUnlessStopped(delay) {
+                    return failure(ExitCode.interrupted, "\(kind.rawValue) stopped on request while waiting for a lock", output: output)
+                }
+
+            case .repositoryMissing:
+                if initialized || kind != .backup {
+                    return failure(code, "\(kind.rawValue) failed: there is no restic repository at \(configuration.destination.rclonePath) (run a backup first: it creates one)", output: output)
+                }
+                switch safeToInitialize(route: route) {
+                case .failure(let error):
+                    log.error(error.description)
+                    return failure(error.exitCode, "\(kind.rawValue) failed: \(error.description)", output: output)
+                case .success:
+                    break
+                }
+                note("no repository at \(configuration.destination.rclonePath) yet: creating it with `restic init`")
+                let initResult: ProcessResult
+                do {
+                    initResult = try runRestic(ResticCommand.initialize, route: route, output: .stream(tailLimit: Self.outputTailBytes))
+                } catch {
+                    let error = error as? CloudBackupError ?? .internalError("\(error)")
+                    return failure(error.exitCode, "\(kind.rawValue) failed: \(error.description)")
+                }
+                guard initResult.status.isSuccess else {
+                    let reason = ResticOutcome.fatalReason(in: initResult.standardError) ?? ResticOutcome.lastMeaningfulLine(in: initResult.standardError) ?? "\(initResult.status)"
+                    return failure(initResult.status.shellExitCode, "\(kind.rawValue) failed: restic init failed: \(reason)", output: initResult.combinedOutput)
+                }
+                note("repository created; keep RESTIC_PASSWORD safe: without it these backups cannot be restored")
+                initialized = true
+            }
+        }
+    }
+
+    private func successSummary(_ standardOutput: String) -> String {
+        switch kind {
+        case .backup:
+            let summary = BackupSummary.parse(standardOutput)
+            return summary.isEmpty ? "backup finished" : summary.oneLine
+        case .forget:
+            let removed = standardOutput.split(separator: "\n").filter { $0.hasPrefix("remove ") }.count
+            let kept = standardOutput.split(separator: "\n").filter { $0.hasPrefix("keep ") }.count
+            return kept + removed > 0 ? "forget finished: \(removed) snapshot group(s) with removals, \(kept) group(s) kept" : "forget finished"
+        }
+    }
+
+    /// A repository may be created only where a listing of the destination worked and shows none:
+    /// through `rclone serve restic`, a credential failure looks exactly like a missing repository.
+    private func safeToInitialize(route: RepositoryRoute) -> Result<Void, CloudBackupError> {
+        let destination = configuration.destination
+        let contents: DestinationContents
+        if case .localDirectory(let path, _) = destination {
+            contents = DestinationInspector.inspectLocal(path)
+        } else {
+            let spec = ProcessSpec(executable: "rclone", arguments: RcloneCommand.listTopLevel(path: destination.rclonePath),
+                                   environment: configuration.childEnvironment,
+                                   standardOutput: .collect(limit: 4 << 20), standardError: .tail(limit: 16 * 1024))
+            do {
+                contents = DestinationInspector.interpretListing(try context.runner.run(spec))
+            } catch {
+                return .failure(error as? CloudBackupError ?? .internalError("\(error)"))
+            }
+        }
+        switch contents {
+        case .unreadable(let reason):
+            return .failure(.destinationUnreachable(destination: destination.rclonePath, reason: "\(reason). restic saw no repository there, but the destination could not be listed, so it was not initialised"))
+        case .listed where contents.holdsRepository:
+            return .failure(.unsafeToInitialize(destination: destination.rclonePath,
+                                                reason: "a repository is there (config or keys/ found) but restic could not open it through \(route). Is the REST server serving another destination, or did its credentials fail?"))
+        case .listed(let names):
+            if !names.isEmpty {
+                log.warning("\(destination.rclonePath) is not empty (\(names.count) entries) but holds no repository; creating the repository beside them")
+            }
+            return .success(())
+        }
+    }
+
+    private func runRestic(_ arguments: [String], route: RepositoryRoute, output: OutputMode) throws -> ProcessResult {
+        let spec = ProcessSpec(
+            executable: "restic",
+            arguments: arguments,
+            environment: ResticCommand.environment(base: configuration.childEnvironment, route: route),
+            standardInput: .null,
+            standardOutput: output,
+            standardError: output)
+        return try runInterruptibly(spec, runner: context.runner, signals: context.signals,
+                                    graceSeconds: configuration.stopGraceSeconds, log: log)
+    }
+
+    /// Sleeps, but returns false at once when a stop was requested.
+    private func waitUnlessStopped(_ seconds: Double) -> Bool {
+        let end = Date().addingTimeInterval(seconds)
+        while Date() < end {
+            if context.signals.stopRequested { return false }
+            context.sleep(min(0.2, max(0, end.timeIntervalSinceNow)))
+        }
+        return !context.signals.stopRequested
+    }
+}
+
+func formatDuration(_ seconds: Double) -> String {
+    if seconds < 60 { return String(format: "%.1f s", seconds) }
+    let total = Int(seconds.rounded())
+    return total < 3600 ? "\(total / 60) min \(total % 60) s" : "\(total / 3600) h \(total % 3600 / 60) min"
+}
+
+/// Chooses between our REST server (same container) and the destination itself.
+public enum RouteFinder {
+    public static func find(configuration: Configuration, log: Logger) -> RepositoryRoute {
+        let port = configuration.restPort
+        switch RestServerProbe.probe(port: port, credentials: configuration.restCredentials) {
+        case .restServer:
+            return .restServer(port: port, credentials: configuration.restCredentials)
+        case .refusedCredentials:
+            log.warning("a server on 127.0.0.1:\(port) refused RESTIC_REST_USERNAME/RESTIC_REST_PASSWORD; going to the destination directly")
+        case .otherService(let status):
+            log.warning("something that is not a restic REST server answers on 127.0.0.1:\(port) (HTTP \(status)); going to the destination directly")
+        case .nothing:
+            break
+        }
+        return .direct(configuration.destination)
+    }
+}

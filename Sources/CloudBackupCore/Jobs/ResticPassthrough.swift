@@ -1,0 +1,42 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `cloud-backup restic …`: restic itself, with the repository and password preset. Standard input,
+/// output and error are restic's own (interactive commands work); the exit code is restic's.
+public struct ResticPassthrough {
+    public let arguments: [String]
+    public let configuration: Configuration
+    public let context: JobContext
+
+    public init(arguments: [String], configuration: Configuration, context: JobContext) {
+        self.arguments = arguments
+        self.configuration = configuration
+        self.context = context
+    }
+
+    public func run() -> Int32 {
+        let route = RouteFinder.find(configuration: configuration, log: context.log)
+        context.log.info("restic using \(route)")
+        let spec = ProcessSpec(
+            executable: "restic",
+            arguments: arguments,
+            environment: ResticCommand.environment(base: configuration.childEnvironment, route: route),
+            standardInput: .inherit,
+            standardOutput: .inherit,
+            standardError: .inherit,
+            processGroup: .foreground)
+        do {
+            let result = try runInterruptibly(spec, runner: context.runner, signals: context.signals,
+                                              graceSeconds: configuration.stopGraceSeconds, log: context.log)
+            return result.status.shellExitCode
+        } catch let error as CloudBackupError {
+            context.log.error(error.description)
+            return error.exitCode
+        } catch {
+            context.log.error("\(error)")
+            return ExitCode.software
+        }
+    }
+}

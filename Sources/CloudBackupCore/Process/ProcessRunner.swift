@@ -1,0 +1,329 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Starts and waits for child processes. The one interface jobs use, so unit tests can hand them a
+/// fake; `SystemProcessRunner` is the real one.
+public protocol ProcessRunning: Sendable {
+    func launch(_ spec: ProcessSpec) throws -> any RunningProcess
+}
+
+extension ProcessRunning {
+    /// Starts the process and waits for it.
+    public func run(_ spec: ProcessSpec) throws -> ProcessResult {
+        try launch(spec).wait()
+    }
+}
+
+public protocol RunningProcess: AnyObject, Sendable {
+    var pid: pid_t { get }
+    /// Waits for the exit and for both output streams to end.
+    func wait() -> ProcessResult
+    /// Sends a signal to the process (and to its group when it has its own).
+    func send(_ signal: Int32)
+    /// True once `wait` would return at once.
+    var hasExited: Bool { get }
+}
+
+/// The real runner: `posix_spawn` with every Linux pitfall handled once, here
+/// (`../shared/notes/swift-process-on-linux.md`):
+/// - the child's signal mask is emptied and every signal reset to its default (a mask inherited from a
+///   Dispatch thread would make restic deaf to SIGINT; an ignored SIGPIPE would be inherited);
+/// - one blocking reader thread per pipe, so neither stream can fill up and deadlock the child;
+/// - the result is ready only when the process has exited *and* both streams reached end-of-file;
+/// - exit code and signal are kept apart.
+public struct SystemProcessRunner: ProcessRunning {
+    public init() {}
+
+    public func launch(_ spec: ProcessSpec) throws -> any RunningProcess {
+        guard let path = ExecutableLookup.resolve(spec.executable, environment: spec.environment) else {
+            throw CloudBackupError.programNotFound(name: spec.executable, path: spec.environment["PATH"] ?? "")
+        }
+        return try SpawnedProcess(spec: spec, path: path)
+    }
+}
+
+enum ExecutableLookup {
+    /// Finds `name` on the PATH of the environment the child will get (not ours: tests put fixture
+    /// programs first on a PATH of their own).
+    static func resolve(_ name: String, environment: [String: String]) -> String? {
+        if name.contains("/") {
+            return access(name, X_OK) == 0 ? name : nil
+        }
+        let searchPath = environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
+        for directory in searchPath.split(separator: ":", omittingEmptySubsequences: true) {
+            let candidate = "\(directory)/\(name)"
+            var info = stat()
+            if stat(candidate, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG, access(candidate, X_OK) == 0 {
+                return candidate
+            }
+        }
+        return nil
+    }
+}
+
+final class SpawnedProcess: RunningProcess, @unchecked Sendable {
+    let pid: pid_t
+    private let ownsGroup: Bool
+    private let tookTerminal: Bool
+    private let readers: [OutputReader]
+    private let stdoutReader: OutputReader?
+    private let stderrReader: OutputReader?
+    private let exited = DispatchSemaphore(value: 0)
+    private let lock = NSLock()
+    private var status: TerminationStatus?
+    private var result: ProcessResult?
+
+    init(spec: ProcessSpec, path: String) throws {
+        var fileActions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&fileActions)
+        defer { posix_spawn_file_actions_destroy(&fileActions) }
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+
+        // Clean signal state in the child, whatever thread we spawn from.
+        var emptyMask = sigset_t()
+        sigemptyset(&emptyMask)
+        posix_spawnattr_setsigmask(&attributes, &emptyMask)
+        var defaults = sigset_t()
+        sigfillset(&defaults)
+        sigdelset(&defaults, SIGKILL)
+        sigdelset(&defaults, SIGSTOP)
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        var flags = Int32(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF)
+        let wantsTerminal = spec.processGroup == .foreground && spec.standardInput == .inherit && isatty(STDIN_FILENO) == 1
+            && tcgetpgrp(STDIN_FILENO) == getpgrp()
+        if spec.processGroup != .inherit {
+            flags |= Int32(POSIX_SPAWN_SETPGROUP)
+            posix_spawnattr_setpgroup(&attributes, 0)
+        }
+        posix_spawnattr_setflags(&attributes, Int16(flags))
+
+        if spec.standardInput == .null {
+            posix_spawn_file_actions_addopen(&fileActions, STDIN_FILENO, "/dev/null", O_RDONLY, 0)
+        }
+        var parentEnds: [Int32] = []
+        var childEnds: [Int32] = []
+        func wire(_ mode: OutputMode, to target: Int32) throws -> Int32? {
+            switch mode {
+            case .inherit:
+                return nil
+            case .discard:
+                posix_spawn_file_actions_addopen(&fileActions, target, "/dev/null", O_WRONLY, 0)
+                return nil
+            case .collect, .stream, .tail:
+                var fds: [Int32] = [0, 0]
+                guard systemPipe2(&fds, O_CLOEXEC) == 0 else { throw CloudBackupError.system("pipe", errno) }
+                posix_spawn_file_actions_adddup2(&fileActions, fds[1], target)
+                parentEnds.append(fds[0])
+                childEnds.append(fds[1])
+                return fds[0]
+            }
+        }
+        let stdoutFD: Int32?
+        let stderrFD: Int32?
+        do {
+            stdoutFD = try wire(spec.standardOutput, to: STDOUT_FILENO)
+            stderrFD = try wire(spec.standardError, to: STDERR_FILENO)
+        } catch {
+            (parentEnds + childEnds).forEach { close($0) }
+            throw error
+        }
+
+        let argv = [path] + spec.arguments
+        let environment = spec.environment.map { "\($0.key)=\($0.value)" }
+        var childPID: pid_t = 0
+        let spawnError = withCStrings(argv) { argvPointer in
+            withCStrings(environment) { environmentPointer in
+                posix_spawn(&childPID, path, &fileActions, &attributes, argvPointer, environmentPointer)
+            }
+        }
+        childEnds.forEach { close($0) }
+        guard spawnError == 0 else {
+            parentEnds.forEach { close($0) }
+            throw CloudBackupError.system("starting \(path)", spawnError)
+        }
+        pid = childPID
+        ownsGroup = spec.processGroup != .inherit
+        if wantsTerminal {
+            // The child may already have tried to read and been stopped (SIGTTIN): hand it the
+            // terminal, then let it continue.
+            withBlockedTerminalSignals { _ = tcsetpgrp(STDIN_FILENO, childPID) }
+            kill(-childPID, SIGCONT)
+        }
+        tookTerminal = wantsTerminal
+
+        stdoutReader = stdoutFD.map { OutputReader(fd: $0, mode: spec.standardOutput, forwardTo: STDOUT_FILENO) }
+        stderrReader = stderrFD.map { OutputReader(fd: $0, mode: spec.standardError, forwardTo: STDERR_FILENO) }
+        readers = [stdoutReader, stderrReader].compactMap { $0 }
+        readers.forEach { $0.start() }
+
+        let thread = Thread { [self] in self.reap() }
+        thread.name = "wait \(childPID)"
+        thread.start()
+    }
+
+    private func reap() {
+        var rawStatus: Int32 = 0
+        while waitpid(pid, &rawStatus, 0) == -1 && errno == EINTR {}
+        let termination: TerminationStatus
+        // WIFEXITED / WTERMSIG are macros Swift does not import.
+        if rawStatus & 0x7f == 0 {
+            termination = .exited((rawStatus >> 8) & 0xff)
+        } else {
+            termination = .signaled(rawStatus & 0x7f)
+        }
+        if tookTerminal {
+            withBlockedTerminalSignals { _ = tcsetpgrp(STDIN_FILENO, getpgrp()) }
+        }
+        lock.lock()
+        status = termination
+        lock.unlock()
+        exited.signal()
+    }
+
+    var hasExited: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return status != nil
+    }
+
+    func wait() -> ProcessResult {
+        lock.lock()
+        if let result {
+            lock.unlock()
+            return result
+        }
+        lock.unlock()
+        exited.wait()
+        exited.signal()  // later callers of wait() must not block
+        // A grandchild that inherited a pipe (rclone started by restic, a daemonised agent) can hold it
+        // open after the process is gone: give the streams a moment to end, then stop waiting for them.
+        for reader in readers { reader.finish(waitingAtMost: 5) }
+        lock.lock()
+        defer { lock.unlock() }
+        let finished = ProcessResult(
+            status: status!,
+            standardOutput: stdoutReader?.text ?? "",
+            standardError: stderrReader?.text ?? "")
+        result = finished
+        return finished
+    }
+
+    func send(_ signal: Int32) {
+        guard !hasExited else { return }
+        if ownsGroup {
+            // The whole group: restic's own children (rclone for an `rclone:` repository) included.
+            if kill(-pid, signal) == 0 { return }
+        }
+        kill(pid, signal)
+    }
+}
+
+/// Reads one pipe on its own thread until end-of-file, forwarding and/or keeping what the mode says.
+final class OutputReader: @unchecked Sendable {
+    private let fd: Int32
+    private let mode: OutputMode
+    private let forwardTo: Int32
+    private let done = DispatchSemaphore(value: 0)
+    private let lock = NSLock()
+    private var kept = BoundedBuffer(limit: 0, keep: .head)
+    private var abandoned = false
+
+    init(fd: Int32, mode: OutputMode, forwardTo: Int32) {
+        self.fd = fd
+        self.mode = mode
+        self.forwardTo = forwardTo
+        switch mode {
+        case .collect(let limit): kept = BoundedBuffer(limit: limit, keep: .head)
+        case .stream(let limit), .tail(let limit): kept = BoundedBuffer(limit: limit, keep: .tail)
+        case .inherit, .discard: break
+        }
+    }
+
+    func start() {
+        let thread = Thread { [self] in self.pump() }
+        thread.name = "read fd \(fd)"
+        thread.start()
+    }
+
+    private func pump() {
+        let chunkSize = 64 * 1024
+        let chunk = UnsafeMutableRawPointer.allocate(byteCount: chunkSize, alignment: 8)
+        defer {
+            chunk.deallocate()
+            close(fd)
+            done.signal()
+        }
+        let forwards: Bool
+        if case .stream = mode { forwards = true } else { forwards = false }
+        while true {
+            let count = read(fd, chunk, chunkSize)
+            if count == 0 { return }
+            if count < 0 {
+                if errno == EINTR { continue }
+                return
+            }
+            if forwards { writeFully(forwardTo, chunk, count) }
+            let bytes = UnsafeRawBufferPointer(start: chunk, count: count)
+            lock.lock()
+            kept.append(bytes)
+            lock.unlock()
+        }
+    }
+
+    func finish(waitingAtMost seconds: Double) {
+        if done.wait(timeout: .now() + seconds) == .timedOut {
+            lock.lock()
+            abandoned = true
+            lock.unlock()
+        } else {
+            done.signal()
+        }
+    }
+
+    var text: String {
+        lock.lock()
+        defer { lock.unlock() }
+        return kept.text
+    }
+}
+
+/// Writes all bytes, riding out short writes and EINTR. A closed reader (EPIPE) ends it quietly:
+/// losing our own log stream must never stop a backup.
+func writeFully(_ fd: Int32, _ pointer: UnsafeRawPointer, _ count: Int) {
+    var offset = 0
+    while offset < count {
+        let written = write(fd, pointer + offset, count - offset)
+        if written < 0 {
+            if errno == EINTR { continue }
+            return
+        }
+        offset += written
+    }
+}
+
+func withBlockedTerminalSignals(_ body: () -> Void) {
+    var block = sigset_t()
+    var previous = sigset_t()
+    sigemptyset(&block)
+    sigaddset(&block, SIGTTOU)
+    sigaddset(&block, SIGTTIN)
+    pthread_sigmask(SIG_BLOCK, &block, &previous)
+    body()
+    pthread_sigmask(SIG_SETMASK, &previous, nil)
+}
+
+private func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
+    var pointers: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) }
+    pointers.append(nil)
+    defer { pointers.forEach { free($0) } }
+    return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
+}
+
+/// glibc's pipe2, which Swift's Glibc module does not export: both ends close-on-exec from the start,
+/// so a child spawned meanwhile by another thread cannot inherit them.
+@_silgen_name("pipe2")
+func systemPipe2(_ fds: UnsafeMutablePointer<Int32>, _ flags: Int32) -> Int32
