@@ -3,9 +3,9 @@ import Foundation
 import Glibc
 #endif
 
-/// What a loopback port answered to `HEAD /config` as restic's REST client would send it.
+/// What a loopback port answered to `HEAD /`.
 public enum RestServerAnswer: Sendable, Equatable {
-    /// A restic REST server (200 or 404 for the config file), and our credentials were accepted.
+    /// A restic REST server, and our credentials were accepted.
     case restServer
     /// Something answered 401/403: a server that wants other credentials.
     case refusedCredentials
@@ -18,12 +18,15 @@ public enum RestServerAnswer: Sendable, Equatable {
 /// A minimal HTTP/1.0 client for our own loopback server. Plain sockets instead of URLSession: it runs
 /// on every job start and as the container health check, so it must be fast and light.
 public enum RestServerProbe {
+    /// `HEAD /` is answered by `rclone serve restic` itself (405 once authenticated, 401 before) without
+    /// a request to the backend: probing costs the object store nothing, logs nothing, and does not
+    /// fill rclone's object cache (a `HEAD /config` would, and could later hide a failing backend).
     public static func probe(port: Int, credentials: RestCredentials?, timeout: Double = 2) -> RestServerAnswer {
-        guard let status = headStatus(host: "127.0.0.1", port: port, path: "/config", credentials: credentials, timeout: timeout) else {
+        guard let status = headStatus(host: "127.0.0.1", port: port, path: "/", credentials: credentials, timeout: timeout) else {
             return .nothing
         }
         switch status {
-        case 200, 404: return .restServer
+        case 405, 200: return .restServer
         case 401, 403: return .refusedCredentials
         default: return .otherService(status: status)
         }
