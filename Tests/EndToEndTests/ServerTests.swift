@@ -171,3 +171,34 @@ final class CommandLineWatcher: @unchecked Sendable {
     var count: Int { lock.lock(); defer { lock.unlock() }; return samples }
     var all: String { lock.lock(); defer { lock.unlock() }; return lines.joined(separator: "\n") }
 }
+
+final class AppendOnlyServerTests: XCTestCase {
+    func testAnAppendOnlyServerRefusesDeletionsWhileLocalForgetStillWorks() throws {
+        let sandbox = try Sandbox(name)
+        defer { sandbox.cleanup() }
+        try sandbox.writeData(files: 3)
+        sandbox.environment["RESTIC_REST_APPEND_ONLY"] = "true"
+        let (server, log) = try sandbox.startServer()
+        XCTAssertTrue(sandbox.readLog(log).contains("append-only mode"))
+        for _ in 0..<2 {
+            let backup = try sandbox.run(["backup", sandbox.data])
+            XCTAssertEqual(backup.status, .exited(0), backup.standardError)
+            XCTAssertTrue(backup.standardError.contains("backup using the REST server"), backup.standardError)
+        }
+        // An external client cannot delete: the REST API's DELETE of a snapshot is refused.
+        let snapshot = try FileManager.default.contentsOfDirectory(atPath: sandbox.repository + "/snapshots")[0]
+        let status = RestServerProbe.requestStatus(method: "DELETE", host: "127.0.0.1", port: sandbox.port,
+                                                   path: "/snapshots/\(snapshot)", credentials: nil, timeout: 5)
+        XCTAssertNotNil(status)
+        XCTAssertFalse((200..<300).contains(status ?? 200), "DELETE answered \(status ?? 0)")
+        XCTAssertEqual(try sandbox.snapshotIDs().count, 2)
+
+        let forget = try sandbox.run(["forget", "--keep-last", "1", "--prune"])
+        XCTAssertEqual(forget.status, .exited(0), forget.standardError)
+        XCTAssertTrue(forget.standardError.contains("RESTIC_REST_APPEND_ONLY is set, so the REST server refuses deletions: going to the destination directly"), forget.standardError)
+        XCTAssertEqual(try sandbox.snapshotIDs().count, 1)
+        XCTAssertEqual(try sandbox.restic(["check"]).status, .exited(0))
+        server.send(SIGTERM)
+        XCTAssertEqual(waitForExit(server, seconds: 10)?.status, .exited(0))
+    }
+}

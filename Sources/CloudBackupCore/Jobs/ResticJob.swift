@@ -83,7 +83,7 @@ public struct ResticJob {
             return failure(error.exitCode, "\(kind.rawValue) failed: restic is not installed")
         }
 
-        let route = RouteFinder.find(configuration: configuration, log: log)
+        let route = RouteFinder.find(configuration: configuration, log: log, deletes: kind == .forget)
         note("\(kind.rawValue) using \(route)")
         let arguments = kind.arguments(userArguments, host: configuration.resticHost)
         let deadline = Date().addingTimeInterval(Double(configuration.lockWaitSeconds))
@@ -246,8 +246,17 @@ func formatDuration(_ seconds: Double) -> String {
 
 /// Chooses between our REST server (same container) and the destination itself.
 public enum RouteFinder {
-    public static func find(configuration: Configuration, log: Logger) -> RepositoryRoute {
+    /// restic commands that delete repository data, which an append-only server refuses.
+    static let deletingCommands: Set<String> = ["forget", "prune", "key", "rebuild-index", "repair", "migrate", "tag"]
+
+    /// `deletes`: the job removes data. With RESTIC_REST_APPEND_ONLY the server is append-only (for
+    /// external clients), so such jobs, run on the server's own machine, go to the destination directly.
+    public static func find(configuration: Configuration, log: Logger, deletes: Bool = false) -> RepositoryRoute {
         let port = configuration.restPort
+        if deletes && configuration.appendOnly {
+            log.info("RESTIC_REST_APPEND_ONLY is set, so the REST server refuses deletions: going to the destination directly")
+            return .direct(configuration.destination)
+        }
         switch RestServerProbe.probe(port: port, credentials: configuration.restCredentials) {
         case .restServer:
             return .restServer(port: port, credentials: configuration.restCredentials)

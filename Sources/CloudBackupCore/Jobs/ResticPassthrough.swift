@@ -17,7 +17,9 @@ public struct ResticPassthrough {
     }
 
     public func run() -> Int32 {
-        let route = RouteFinder.find(configuration: configuration, log: context.log)
+        let subcommand = arguments.first { !$0.hasPrefix("-") }
+        let route = RouteFinder.find(configuration: configuration, log: context.log,
+                                     deletes: subcommand.map(RouteFinder.deletingCommands.contains) ?? false)
         context.log.info("restic using \(route)")
         let spec = ProcessSpec(
             executable: "restic",

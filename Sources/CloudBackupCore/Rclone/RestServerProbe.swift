@@ -33,6 +33,10 @@ public enum RestServerProbe {
     }
 
     static func headStatus(host: String, port: Int, path: String, credentials: RestCredentials?, timeout: Double) -> Int? {
+        requestStatus(method: "HEAD", host: host, port: port, path: path, credentials: credentials, timeout: timeout)
+    }
+
+    static func requestStatus(method: String, host: String, port: Int, path: String, credentials: RestCredentials?, timeout: Double) -> Int? {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
@@ -47,7 +51,7 @@ public enum RestServerProbe {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
         guard connected == 0 else { return nil }
-        var request = "HEAD \(path) HTTP/1.0\r\nHost: \(host):\(port)\r\nAccept: application/vnd.x.restic.rest.v2\r\n"
+        var request = "\(method) \(path) HTTP/1.0\r\nHost: \(host):\(port)\r\nAccept: application/vnd.x.restic.rest.v2\r\n"
         if let credentials {
             let token = Data("\(credentials.username):\(credentials.password)".utf8).base64EncodedString()
             request += "Authorization: Basic \(token)\r\n"
