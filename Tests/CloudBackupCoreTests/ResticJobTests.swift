@@ -200,3 +200,26 @@ final class LineCollector: @unchecked Sendable {
     func add(_ line: String) { lock.lock(); lines.append(line); lock.unlock() }
     var text: String { lock.lock(); defer { lock.unlock() }; return lines.joined() }
 }
+
+final class InterruptedJobTests: XCTestCase {
+    func testRestic018ContextCanceledAfterOurStopIsAnInterruption() throws {
+        let directory = NSTemporaryDirectory() + "interrupted-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        _ = FileManager.default.createFile(atPath: directory + "/restic", contents: Data("#!/bin/sh\n".utf8), attributes: [.posixPermissions: 0o755])
+        let signals = SignalMonitor()
+        let runner = FakeProcessRunner { _, _ in
+            // As restic 0.18 does when SIGINT arrives mid-backup.
+            ProcessResult(status: .exited(1), standardError: "signal interrupt received, cleaning up\nFatal: unable to save snapshot: context canceled\n")
+        }
+        let configuration = try ConfigurationLoader.load(environment: ["RESTIC_PASSWORD": "pw", "PATH": directory, "HOME": directory, "RESTIC_REST_PORT": "1"],
+                                                         needs: [.repositoryPassword])
+        let lines = LineCollector()
+        signals.simulateForTests(SIGTERM)
+        let context = JobContext(environment: [:], runner: runner, signals: signals, log: Logger(sink: { lines.add($0) }),
+                                 transport: HTTPTransport { _, _, _ in .init(status: 200, headers: [:]) }, hostName: "vm", sleep: { _ in })
+        let code = ResticJob(kind: .backup, userArguments: ["/d"], configuration: configuration, context: context).run()
+        XCTAssertEqual(code, 130)
+        XCTAssertTrue(lines.text.contains("backup interrupted: stopped on request"), lines.text)
+    }
+}

@@ -7,18 +7,14 @@
 # Env:   CLOUD_BACKUP_TEST_CACHE   where the rootfs tarball is cached (default /var/cache/cloud-backup-tests)
 #        DEBIAN_MIRROR             (default http://deb.debian.org/debian)
 #
-# The tarball is cached, keyed by the ISO week and a hash of this script; a missing or unreadable cache
-# is rebuilt, so the cache only saves time and is never needed.
+# The tarball is cached, keyed by the ISO week and a hash of what makes it (build_rootfs, the suite and
+# the mirror); a missing or unreadable cache is rebuilt, so the cache only saves time and is never needed.
 set -euo pipefail
 
 image="${1:-docker.io/library/debian:trixie-slim}"
 cache_dir="${CLOUD_BACKUP_TEST_CACHE:-/var/cache/cloud-backup-tests}"
 mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 suite=trixie
-
-script_hash="$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-12)"
-key="$(date -u +%G-W%V)-${script_hash}"
-tarball="${cache_dir}/rootfs-${suite}-minbase-${key}.tar"
 
 log() { printf 'make-base-image: %s\n' "$*" >&2; }
 
@@ -82,6 +78,9 @@ EOF
     find "$cache_dir" -maxdepth 1 -name "rootfs-${suite}-minbase-*.tar" -not -name "$(basename "$tarball")" -delete
     log "cached $(du -h "$tarball" | cut -f1) rootfs at $tarball"
 }
+
+inputs_hash="$( { declare -f build_rootfs; echo "$suite $mirror"; } | sha256sum | cut -c1-12)"
+tarball="${cache_dir}/rootfs-${suite}-minbase-$(date -u +%G-W%V)-${inputs_hash}.tar"
 
 if [[ -s "$tarball" ]] && tar -tf "$tarball" ./etc/os-release >/dev/null 2>&1; then
     log "using the cached rootfs $tarball"

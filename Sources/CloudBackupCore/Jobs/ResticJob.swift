@@ -100,8 +100,14 @@ public struct ResticJob {
                 return failure(error.exitCode, "\(kind.rawValue) failed: \(error.description)")
             }
             let output = result.combinedOutput
-            let outcome = ResticOutcome.classify(status: result.status, output: result.standardError)
-            let code = result.status.shellExitCode
+            var outcome = ResticOutcome.classify(status: result.status, output: result.standardError)
+            var code = result.status.shellExitCode
+            // restic 0.17+ may end a run we interrupted with exit 1 ("context canceled") instead of 130:
+            // once we asked it to stop, any failure is the interruption.
+            if context.signals.stopRequested, outcome != .success, outcome != .incompleteSnapshot {
+                outcome = .interrupted
+                code = ExitCode.interrupted
+            }
 
             switch outcome {
             case .success, .incompleteSnapshot:

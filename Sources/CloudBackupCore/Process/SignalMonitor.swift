@@ -63,6 +63,11 @@ public final class SignalMonitor: @unchecked Sendable {
         current.forEach { $0(signal) }
     }
 
+    /// Delivers a signal as if it had arrived (tests of what jobs do after a stop request).
+    func simulateForTests(_ signal: Int32) {
+        deliver(signal)
+    }
+
     /// Calls `handler` for every signal until the returned token is passed to `remove`.
     @discardableResult
     public func add(_ handler: @escaping @Sendable (Int32) -> Void) -> Int {
