@@ -12,9 +12,11 @@ let package = Package(
         // Everything that decides something lives in the library; `main` only hands over.
         .target(name: "CloudBackupCore"),
         .executableTarget(name: "cloud-backup", dependencies: ["CloudBackupCore"]),
-        .testTarget(name: "CloudBackupCoreTests", dependencies: ["CloudBackupCore"]),
+        // Test helpers both test targets share (a Prometheus text-format parser).
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "CloudBackupCoreTests", dependencies: ["CloudBackupCore", "TestSupport"]),
         // End-to-end tests drive the built binary against real restic and rclone.
-        .testTarget(name: "EndToEndTests", dependencies: ["CloudBackupCore"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["CloudBackupCore", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -213,7 +213,7 @@ def recorder(workspace):
 
 @pytest.fixture(scope="module")
 def checks(recorder):
-    return {"backup": str(uuid.uuid4()), "forget": str(uuid.uuid4())}
+    return {"backup": str(uuid.uuid4()), "forget": str(uuid.uuid4()), "check": str(uuid.uuid4())}
 
 
 @pytest.fixture(scope="module")
@@ -224,6 +224,7 @@ def env_file(workspace, recorder, checks):
         "RESTIC_REST_PORT": str(free_port()),
         "BACKUP_CHECK_URL": f"http://127.0.0.1:{recorder['port']}/{checks['backup']}",
         "FORGET_CHECK_URL": f"http://127.0.0.1:{recorder['port']}/{checks['forget']}",
+        "CHECK_CHECK_URL": f"http://127.0.0.1:{recorder['port']}/{checks['check']}",
         "LOCK_WAIT_SECONDS": "30",
     }
     lines = []
@@ -334,8 +335,8 @@ def test_backup_via_exec_as_user(server, recorder, checks, home_volume):
 def test_ofelia_jobs_run_as_written(server, recorder, checks, home_volume):
     """Each job-exec command of ofelia-config.ini, run exactly as ofelia would run it."""
     jobs = ofelia_jobs("job-exec")
-    assert set(jobs) == {"check-refresh-token", "backup", "forget"}
-    for name in ("backup", "forget", "check-refresh-token"):
+    assert set(jobs) == {"check-refresh-token", "backup", "forget", "check"}
+    for name in ("backup", "forget", "check", "check-refresh-token"):
         job = jobs[name]
         argv = shlex.split(job["command"])
         result = podman("exec", "--user", job.get("user", "root"), server, *argv, check=False, timeout=300)
@@ -345,6 +346,7 @@ def test_ofelia_jobs_run_as_written(server, recorder, checks, home_volume):
         else:
             assert result.returncode == 0, f"{job['command']}:\n{output}"
     assert [ping_kind(p) for p in pings_for(recorder, checks["forget"])] == ["start", "0"]
+    assert [ping_kind(p) for p in pings_for(recorder, checks["check"])] == ["start", "0"]
     assert lock_files(home_volume) == []
 
 

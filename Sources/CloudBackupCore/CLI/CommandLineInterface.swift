@@ -13,10 +13,11 @@ public enum Subcommand: Equatable, Sendable {
     case serverStatus
     case backup([String])
     case forget([String])
+    case check([String])
     case restic([String])
     case notYetAvailable(String)
 
-    public static let names = ["start-server", "server-status", "backup", "forget", "restic", "help"]
+    public static let names = ["start-server", "server-status", "backup", "forget", "check", "restic", "help"]
     static let plannedNames = ["config", "reauth", "check-refresh-token"]
 
     /// Reads argv (without the program name).
@@ -45,6 +46,8 @@ public enum Subcommand: Equatable, Sendable {
             return asksHelp ? .help(topic: first) : .backup(rest)
         case "forget":
             return asksHelp ? .help(topic: first) : .forget(rest)
+        case "check":
+            return asksHelp ? .help(topic: first) : .check(rest)
         case "restic":
             // Everything goes to restic, `--help` included: this is restic with the repository preset.
             return .restic(rest)
@@ -141,6 +144,8 @@ public enum CommandLineInterface {
             return ResticJob(kind: .backup, userArguments: arguments, configuration: configuration, context: context).run()
         case .forget(let arguments):
             return ResticJob(kind: .forget, userArguments: arguments, configuration: configuration, context: context).run()
+        case .check(let arguments):
+            return ResticJob(kind: .check, userArguments: arguments, configuration: configuration, context: context).run()
         case .restic(let arguments):
             return ResticPassthrough(arguments: arguments, configuration: configuration, context: context).run()
         case .help, .version, .notYetAvailable:
@@ -160,6 +165,7 @@ public enum CommandLineInterface {
         switch command {
         case .backup: variable = "BACKUP_CHECK_URL"
         case .forget: variable = "FORGET_CHECK_URL"
+        case .check: variable = "CHECK_CHECK_URL"
         default: return
         }
         guard let text = environment[variable], !text.isEmpty, let url = URL(string: text),

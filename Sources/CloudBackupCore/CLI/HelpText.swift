@@ -9,6 +9,7 @@ public enum HelpText {
         case "server-status": return serverStatus
         case "backup": return backup
         case "forget": return forget
+        case "check": return check
         case "restic": return restic
         case "config", "reauth", "check-refresh-token": return planned(topic!)
         case "help": return overview
@@ -26,6 +27,7 @@ public enum HelpText {
       server-status       Exit 0 if the REST server answers on 127.0.0.1:RESTIC_REST_PORT (for health checks).
       backup [ARGS…]      Run `restic backup ARGS…`, creating the repository on first use; pings BACKUP_CHECK_URL.
       forget [ARGS…]      Run `restic forget ARGS…` (e.g. --keep-within 1m --prune); pings FORGET_CHECK_URL.
+      check [ARGS…]       Run `restic check ARGS…` (e.g. --read-data-subset 5%); pings CHECK_CHECK_URL.
       restic [ARGS…]      Run restic with the repository and password preset (snapshots, restore, check, …).
       help [SUBCOMMAND]   Show this help, or a subcommand's.
 
@@ -43,8 +45,11 @@ public enum HelpText {
       RESTIC_REST_APPEND_ONLY    true: clients cannot delete or overwrite data (default false).
       RESTIC_HOST                The host name recorded in snapshots (default: this machine's hostname).
 
-    Monitoring (Healthchecks ping URLs; unset = no pings):
-      BACKUP_CHECK_URL, FORGET_CHECK_URL
+    Monitoring:
+      BACKUP_CHECK_URL, FORGET_CHECK_URL, CHECK_CHECK_URL
+                                 Healthchecks ping URLs of each job (unset = no pings).
+      METRICS_DIR                Write <job>.prom there after each job (node_exporter textfile collector).
+      PROGRESS_INTERVAL_SECONDS  backup's progress line interval when stdout is not a terminal (default 60).
 
     Tuning:
       LOCK_WAIT_SECONDS          How long a job waits for another job's lock (default 900).
@@ -97,6 +102,10 @@ public enum HelpText {
       LOCK_WAIT_SECONDS; then it exits 75 (busy).
     - SIGTERM/SIGINT: restic gets SIGINT (it removes its lock), then SIGKILL after STOP_GRACE_SECONDS.
     - BACKUP_CHECK_URL: pinged at start and with the exit code at the end, with a summary and the end of the log.
+    - Output: on a terminal, restic's own live progress. Otherwise (logs) restic runs with --json and
+      a progress line is printed every PROGRESS_INTERVAL_SECONDS (percent, bytes and files done, speed,
+      ETA), then restic's usual summary. With your own --json, restic's JSON is passed through untouched.
+    - METRICS_DIR: backup.prom gets the run's times, exit code and the snapshot's statistics.
 
     The exit code is restic's (0 ok, 3 snapshot saved but some files unreadable, other = failure).
     """
@@ -109,6 +118,16 @@ public enum HelpText {
     Runs `restic forget` with your arguments, with --host $RESTIC_HOST when RESTIC_HOST is set (only this
     machine's snapshots are considered). Locks, signals and exit codes as for `backup`; pings FORGET_CHECK_URL.
     It never creates a repository.
+    """
+
+    static let check = """
+    Usage: cloud-backup check [restic check arguments…]
+
+    Example: cloud-backup check --read-data-subset 5%
+
+    Runs `restic check` with your arguments: verifies the repository's structure and, with
+    --read-data or --read-data-subset, that the data can be read back. restic takes an exclusive lock:
+    locks, signals and exit codes as for `backup`. Pings CHECK_CHECK_URL. Never creates a repository.
     """
 
     static let restic = """

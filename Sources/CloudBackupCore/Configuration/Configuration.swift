@@ -51,6 +51,11 @@ public struct Configuration: Sendable {
     public var resticHost: String?
     public var backupCheckURL: URL?
     public var forgetCheckURL: URL?
+    public var checkCheckURL: URL?
+    /// node_exporter's textfile collector directory: each job writes `<job>.prom` there.
+    public var metricsDirectory: String?
+    /// How often `backup` prints a progress line when stdout is not a terminal.
+    public var progressIntervalSeconds: Int
     public var lockWaitSeconds: Int
     public var stopGraceSeconds: Int
     /// Each Healthchecks request's timeout; a ping's retries all fit in `pingBudgetSeconds`.
@@ -95,7 +100,7 @@ public let readFileFromDisk: FileReader = { path in
 
 public enum ConfigurationLoader {
     /// Variables that may be given as NAME_FILE (Docker secrets). RESTIC_PASSWORD_FILE is restic's own.
-    static let fileBackedSecrets = ["RESTIC_REST_USERNAME", "RESTIC_REST_PASSWORD", "BACKUP_CHECK_URL", "FORGET_CHECK_URL"]
+    static let fileBackedSecrets = ["RESTIC_REST_USERNAME", "RESTIC_REST_PASSWORD", "BACKUP_CHECK_URL", "FORGET_CHECK_URL", "CHECK_CHECK_URL"]
 
     /// Parses and validates everything, reporting every problem at once.
     public static func load(
@@ -196,7 +201,14 @@ public enum ConfigurationLoader {
 
         let backupURL = pingURL("BACKUP_CHECK_URL", secret("BACKUP_CHECK_URL"), problems: &problems)
         let forgetURL = pingURL("FORGET_CHECK_URL", secret("FORGET_CHECK_URL"), problems: &problems)
-        secrets += [backupURL, forgetURL].compactMap { $0?.absoluteString }
+        let checkURL = pingURL("CHECK_CHECK_URL", secret("CHECK_CHECK_URL"), problems: &problems)
+        secrets += [backupURL, forgetURL, checkURL].compactMap { $0?.absoluteString }
+        let progressInterval = integer("PROGRESS_INTERVAL_SECONDS", in: environment, default: 60, range: 1...86_400,
+                                       meaning: "a number of seconds from 1 to 86400", problems: &problems)
+        let metricsDirectory = environment["METRICS_DIR"]
+        if let metricsDirectory, !metricsDirectory.hasPrefix("/") {
+            problems.append("METRICS_DIR=\(metricsDirectory): must be an absolute path (node_exporter's --collector.textfile.directory).")
+        }
 
         if let host = environment["RESTIC_HOST"], host.contains(where: { $0.isWhitespace }) {
             problems.append("RESTIC_HOST=\(host): must not contain spaces (it names this machine in every snapshot).")
@@ -229,6 +241,9 @@ public enum ConfigurationLoader {
             resticHost: environment["RESTIC_HOST"],
             backupCheckURL: backupURL,
             forgetCheckURL: forgetURL,
+            checkCheckURL: checkURL,
+            metricsDirectory: metricsDirectory,
+            progressIntervalSeconds: progressInterval,
             lockWaitSeconds: lockWait,
             stopGraceSeconds: grace,
             pingTimeoutSeconds: pingTimeout,

@@ -14,11 +14,13 @@ public struct JobContext: Sendable {
     public var sleep: @Sendable (Double) -> Void
     /// Short waits for tests (lock retries, restart backoff), scaled from the real ones.
     public var backoffScale: Double
+    /// Whether our stdout is a terminal (restic then draws its own progress).
+    public var stdoutIsTerminal: Bool
 
     public init(environment: [String: String], runner: any ProcessRunning = SystemProcessRunner(),
                 signals: SignalMonitor = .shared, log: Logger = Logger(), transport: HTTPTransport = .urlSession,
                 hostName: String = currentHostName(), sleep: @escaping @Sendable (Double) -> Void = { Thread.sleep(forTimeInterval: $0) },
-                backoffScale: Double = 1) {
+                backoffScale: Double = 1, stdoutIsTerminal: Bool = isatty(STDOUT_FILENO) == 1) {
         self.environment = environment
         self.runner = runner
         self.signals = signals
@@ -27,6 +29,7 @@ public struct JobContext: Sendable {
         self.hostName = hostName
         self.sleep = sleep
         self.backoffScale = backoffScale
+        self.stdoutIsTerminal = stdoutIsTerminal
     }
 }
 

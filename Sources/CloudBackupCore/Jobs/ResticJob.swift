@@ -3,20 +3,31 @@ import Foundation
 import Glibc
 #endif
 
-/// `backup` and `forget`: restic with the user's arguments, made safe to run unattended — a
-/// repository that does not exist yet is created (only when that is provably safe), a lock left by a
-/// dead job is cleared and a live one waited for, a stop request reaches restic as SIGINT, and the
-/// outcome is pinged to Healthchecks.
+/// `backup`, `forget` and `check`: restic with the user's arguments, made safe to run unattended — a
+/// repository that does not exist yet is created by `backup` (only when that is provably safe), a
+/// lock left by a dead job is cleared and a live one waited for, a stop request reaches restic as
+/// SIGINT, and the outcome is pinged to Healthchecks and written as Prometheus metrics.
 public struct ResticJob {
     public enum Kind: String, Sendable {
-        case backup, forget
+        case backup, forget, check
 
         func arguments(_ user: [String], host: String?) -> [String] {
             switch self {
             case .backup: return ResticCommand.backup(userArguments: user, host: host)
             case .forget: return ResticCommand.forget(userArguments: user, host: host)
+            case .check: return ["check"] + user
             }
         }
+    }
+
+    /// How restic's standard output reaches the user.
+    enum Presentation {
+        /// Streamed as restic prints it (forget, check, or a backup where the user asked for `--json`).
+        case raw
+        /// Our stdout is a terminal: restic draws its own live progress there.
+        case terminal
+        /// Logs: restic runs with `--json`, turned into periodic progress lines and a readable summary.
+        case progressLines
     }
 
     /// Bytes of each output stream kept in memory for the ping body and the outcome.
@@ -38,7 +49,12 @@ public struct ResticJob {
 
     /// Runs the job and returns the exit code; never throws, so the final ping is always sent.
     public func run() -> Int32 {
-        let checkURL = kind == .backup ? configuration.backupCheckURL : configuration.forgetCheckURL
+        let checkURL: URL?
+        switch kind {
+        case .backup: checkURL = configuration.backupCheckURL
+        case .forget: checkURL = configuration.forgetCheckURL
+        case .check: checkURL = configuration.checkCheckURL
+        }
         let monitor = HealthchecksMonitor(check: checkURL, transport: context.transport, secrets: configuration.secrets, log: log,
                                           requestTimeout: Double(configuration.pingTimeoutSeconds),
                                           budgetSeconds: configuration.pingBudgetSeconds)
@@ -54,6 +70,14 @@ public struct ResticJob {
         }
         let transcript = (report.notes.map { "cloud-backup: \($0)" } + [report.output]).joined(separator: "\n")
         monitor.finish(exitCode: report.exitCode, summary: summary, output: transcript)
+        if let directory = configuration.metricsDirectory {
+            let metrics = JobMetrics(job: kind.rawValue, start: started, end: Date(), exitCode: report.exitCode, backup: report.statistics)
+            do {
+                try metrics.write(to: directory)
+            } catch {
+                log.warning("could not write metrics to \(directory): \(describe(error)); the job's result is not affected.")
+            }
+        }
         return report.exitCode
     }
 
@@ -62,6 +86,12 @@ public struct ResticJob {
         var summary: String
         var output: String
         var notes: [String]
+        var statistics: BackupStatistics? = nil
+    }
+
+    var presentation: Presentation {
+        guard kind == .backup, !userArguments.contains("--json") else { return .raw }
+        return context.stdoutIsTerminal ? .terminal : .progressLines
     }
 
     private func execute() -> Report {
@@ -92,8 +122,9 @@ public struct ResticJob {
 
         while true {
             let result: ProcessResult
+            let statistics: BackupStatistics?
             do {
-                result = try runRestic(arguments, route: route, output: .stream(tailLimit: Self.outputTailBytes))
+                (result, statistics) = try runMain(arguments, route: route)
             } catch {
                 let error = error as? CloudBackupError ?? .internalError("\(error)")
                 log.error(error.description)
@@ -115,7 +146,7 @@ public struct ResticJob {
                 if outcome == .incompleteSnapshot {
                     summary += "; WARNING: some files could not be read (restic exit code 3), see the output"
                 }
-                return Report(exitCode: code, summary: summary, output: output, notes: notes)
+                return Report(exitCode: code, summary: summary, output: output, notes: notes, statistics: statistics)
 
             case .interrupted:
                 return failure(code, "\(kind.rawValue) interrupted: stopped on request, restic released its lock", output: output)
@@ -163,7 +194,8 @@ public struct ResticJob {
                 note("no repository at \(configuration.destination.rclonePath) yet: creating it with `restic init`")
                 let initResult: ProcessResult
                 do {
-                    initResult = try runRestic(ResticCommand.initialize, route: route, output: .stream(tailLimit: Self.outputTailBytes))
+                    // Captured, not streamed: stdout may be the user's JSON stream.
+                    initResult = try runRestic(ResticCommand.initialize, route: route, output: .tail(limit: Self.outputTailBytes))
                 } catch {
                     let error = error as? CloudBackupError ?? .internalError("\(error)")
                     return failure(error.exitCode, "\(kind.rawValue) failed: \(error.description)")
@@ -171,6 +203,9 @@ public struct ResticJob {
                 guard initResult.status.isSuccess else {
                     let reason = ResticOutcome.fatalReason(in: initResult.standardError) ?? ResticOutcome.lastMeaningfulLine(in: initResult.standardError) ?? "\(initResult.status)"
                     return failure(initResult.status.shellExitCode, "\(kind.rawValue) failed: restic init failed: \(reason)", output: initResult.combinedOutput)
+                }
+                if let created = initResult.standardOutput.split(separator: "\n").first(where: { $0.hasPrefix("created restic repository") }) {
+                    note(String(created))
                 }
                 note("repository created; keep RESTIC_PASSWORD safe: without it these backups cannot be restored")
                 initialized = true
@@ -183,6 +218,8 @@ public struct ResticJob {
         case .backup:
             let summary = BackupSummary.parse(standardOutput)
             return summary.isEmpty ? "backup finished" : summary.oneLine
+        case .check:
+            return "check finished: no errors were found"
         case .forget:
             let removed = standardOutput.split(separator: "\n").filter { $0.hasPrefix("remove ") }.count
             let kept = standardOutput.split(separator: "\n").filter { $0.hasPrefix("keep ") }.count
@@ -221,14 +258,35 @@ public struct ResticJob {
         }
     }
 
-    private func runRestic(_ arguments: [String], route: RepositoryRoute, output: OutputMode) throws -> ProcessResult {
+    /// One run of the job's own restic command, shown as `presentation` says.
+    private func runMain(_ arguments: [String], route: RepositoryRoute) throws -> (ProcessResult, BackupStatistics?) {
+        let tail = OutputMode.stream(tailLimit: Self.outputTailBytes)
+        switch presentation {
+        case .raw:
+            let result = try runRestic(arguments, route: route, output: tail)
+            let statistics = result.standardOutput.split(separator: "\n").lazy.compactMap(BackupStatistics.parse(jsonLine:)).last
+            return (result, statistics)
+        case .terminal:
+            return (try runRestic(arguments, route: route, output: .inherit, errors: tail), nil)
+        case .progressLines:
+            let reporter = BackupProgressReporter(interval: Double(configuration.progressIntervalSeconds))
+            var withJSON = arguments
+            withJSON.insert("--json", at: 1)  // right after `backup`, before any `--`
+            var result = try runRestic(withJSON, route: route, output: .observe(reporter.standardOutput), errors: .observe(reporter.standardError))
+            result.standardOutput = reporter.shownOutput
+            result.standardError = reporter.errorOutput
+            return (result, reporter.summary)
+        }
+    }
+
+    private func runRestic(_ arguments: [String], route: RepositoryRoute, output: OutputMode, errors: OutputMode? = nil) throws -> ProcessResult {
         let spec = ProcessSpec(
             executable: "restic",
             arguments: arguments,
             environment: ResticCommand.environment(base: configuration.childEnvironment, route: route),
             standardInput: .null,
             standardOutput: output,
-            standardError: output)
+            standardError: errors ?? output)
         return try runInterruptibly(spec, runner: context.runner, signals: context.signals,
                                     graceSeconds: configuration.stopGraceSeconds, log: log)
     }

@@ -113,7 +113,7 @@ final class SpawnedProcess: RunningProcess, @unchecked Sendable {
             case .discard:
                 posix_spawn_file_actions_addopen(&fileActions, target, "/dev/null", O_WRONLY, 0)
                 return nil
-            case .collect, .stream, .tail:
+            case .collect, .stream, .tail, .observe:
                 var fds: [Int32] = [0, 0]
                 guard systemPipe2(&fds, O_CLOEXEC) == 0 else { throw CloudBackupError.system("pipe", errno) }
                 posix_spawn_file_actions_adddup2(&fileActions, fds[1], target)
@@ -239,7 +239,7 @@ final class OutputReader: @unchecked Sendable {
         switch mode {
         case .collect(let limit): kept = BoundedBuffer(limit: limit, keep: .head)
         case .stream(let limit), .tail(let limit): kept = BoundedBuffer(limit: limit, keep: .tail)
-        case .inherit, .discard: break
+        case .inherit, .discard, .observe: break
         }
     }
 
@@ -259,12 +259,32 @@ final class OutputReader: @unchecked Sendable {
         }
         let forwards: Bool
         if case .stream = mode { forwards = true } else { forwards = false }
+        var observer: LineObserver?
+        if case .observe(let lineObserver) = mode { observer = lineObserver }
+        var pending: [UInt8] = []
+        defer {
+            if let observer, !pending.isEmpty { observer.handle(Substring(String(decoding: pending, as: UTF8.self))) }
+        }
         while true {
             let count = read(fd, chunk, chunkSize)
             if count == 0 { return }
             if count < 0 {
                 if errno == EINTR { continue }
                 return
+            }
+            if let observer {
+                let bytes = UnsafeRawBufferPointer(start: chunk, count: count)
+                var start = bytes.startIndex
+                while let newline = bytes[start...].firstIndex(of: 10) {
+                    pending.append(contentsOf: bytes[start..<newline])
+                    observer.handle(Substring(String(decoding: pending, as: UTF8.self)))
+                    pending.removeAll(keepingCapacity: true)
+                    start = newline + 1
+                }
+                if pending.count < observer.maximumLineBytes {
+                    pending.append(contentsOf: bytes[start...].prefix(observer.maximumLineBytes - pending.count))
+                }
+                continue
             }
             if forwards { writeFully(forwardTo, chunk, count) }
             let bytes = UnsafeRawBufferPointer(start: chunk, count: count)

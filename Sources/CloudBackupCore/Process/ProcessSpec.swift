@@ -55,6 +55,23 @@ public enum OutputMode: Sendable, Equatable {
     case stream(tailLimit: Int)
     /// Keep only the last `tailLimit` bytes, show nothing.
     case tail(limit: Int)
+    /// Hand each complete line to an observer (which decides what to show and keep), instead of
+    /// copying the bytes: restic's `--json` stream turned into readable progress.
+    case observe(LineObserver)
+}
+
+/// Receives a child's output line by line, on the reader's thread. Compared by identity.
+public final class LineObserver: @unchecked Sendable, Equatable {
+    let handle: @Sendable (Substring) -> Void
+    /// Lines longer than this are cut (a stream without newlines must not grow memory).
+    let maximumLineBytes: Int
+
+    public init(maximumLineBytes: Int = 1 << 20, _ handle: @escaping @Sendable (Substring) -> Void) {
+        self.handle = handle
+        self.maximumLineBytes = maximumLineBytes
+    }
+
+    public static func == (left: LineObserver, right: LineObserver) -> Bool { left === right }
 }
 
 public enum ProcessGroupMode: Sendable, Equatable {

@@ -1,0 +1,165 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The numbers of a finished backup, exact (from restic's `--json` summary).
+public struct BackupStatistics: Sendable, Equatable {
+    public var snapshotID: String
+    public var filesNew: Int64
+    public var filesChanged: Int64
+    public var filesUnmodified: Int64
+    public var dirsNew: Int64
+    public var dirsChanged: Int64
+    public var dirsUnmodified: Int64
+    public var dataAdded: Int64
+    /// restic 0.17+: the added data after compression.
+    public var dataAddedPacked: Int64?
+    public var filesProcessed: Int64
+    public var bytesProcessed: Int64
+    public var durationSeconds: Double
+
+    /// Reads one `{"message_type":"summary",…}` line.
+    public static func parse(jsonLine line: Substring) -> BackupStatistics? {
+        guard line.hasPrefix("{"), line.contains("\"summary\""),
+              let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+              object["message_type"] as? String == "summary" else { return nil }
+        func number(_ key: String) -> Int64 { (object[key] as? NSNumber)?.int64Value ?? 0 }
+        return BackupStatistics(
+            snapshotID: object["snapshot_id"] as? String ?? "",
+            filesNew: number("files_new"), filesChanged: number("files_changed"), filesUnmodified: number("files_unmodified"),
+            dirsNew: number("dirs_new"), dirsChanged: number("dirs_changed"), dirsUnmodified: number("dirs_unmodified"),
+            dataAdded: number("data_added"), dataAddedPacked: (object["data_added_packed"] as? NSNumber)?.int64Value,
+            filesProcessed: number("total_files_processed"), bytesProcessed: number("total_bytes_processed"),
+            durationSeconds: (object["total_duration"] as? NSNumber)?.doubleValue ?? 0)
+    }
+
+    /// The lines restic itself prints at the end of a backup, so logs read the same in both modes.
+    public var readableLines: [String] {
+        let added = dataAddedPacked.map { "\(formatBytes(dataAdded)) (\(formatBytes($0)) stored)" } ?? formatBytes(dataAdded)
+        return [
+            "Files:       \(pad(filesNew)) new, \(pad(filesChanged)) changed, \(pad(filesUnmodified)) unmodified",
+            "Dirs:        \(pad(dirsNew)) new, \(pad(dirsChanged)) changed, \(pad(dirsUnmodified)) unmodified",
+            "Added to the repository: \(added)",
+            "processed \(filesProcessed) files, \(formatBytes(bytesProcessed)) in \(clock(durationSeconds))",
+            "snapshot \(snapshotID.prefix(8)) saved",
+        ]
+    }
+
+    private func pad(_ value: Int64) -> String {
+        let text = "\(value)"
+        return String(repeating: " ", count: max(0, 5 - text.count)) + text
+    }
+}
+
+/// "1:02" or "1:02:03", as restic prints durations.
+func clock(_ seconds: Double) -> String {
+    let total = Int(seconds.rounded())
+    let (hours, minutes, rest) = (total / 3600, total % 3600 / 60, total % 60)
+    let twoDigits = { (value: Int) in value < 10 ? "0\(value)" : "\(value)" }
+    return hours > 0 ? "\(hours):\(twoDigits(minutes)):\(twoDigits(rest))" : "\(minutes):\(twoDigits(rest))"
+}
+
+/// Turns `restic backup --json` into what a log reader wants: a progress line every `interval`
+/// seconds, errors as sentences, and restic's usual summary at the end. Used when stdout is not a
+/// terminal (ofelia, Docker logs); on a terminal restic draws its own progress.
+public final class BackupProgressReporter: @unchecked Sendable {
+    private let interval: Double
+    private let now: @Sendable () -> Date
+    private let writeOut: @Sendable (String) -> Void
+    private let writeError: @Sendable (String) -> Void
+    private let lock = NSLock()
+    private var lastReport: Date
+    private var shown = BoundedBuffer(limit: 64 * 1024, keep: .tail)
+    private var errors = BoundedBuffer(limit: 64 * 1024, keep: .tail)
+    private(set) var statistics: BackupStatistics?
+
+    init(interval: Double, now: @escaping @Sendable () -> Date = { Date() },
+                writeOut: @escaping @Sendable (String) -> Void = { text in var copy = text; copy.withUTF8 { writeFully(STDOUT_FILENO, $0.baseAddress!, $0.count) } },
+                writeError: @escaping @Sendable (String) -> Void = { text in var copy = text; copy.withUTF8 { writeFully(STDERR_FILENO, $0.baseAddress!, $0.count) } }) {
+        self.interval = interval
+        self.now = now
+        self.writeOut = writeOut
+        self.writeError = writeError
+        self.lastReport = now()
+    }
+
+    public lazy var standardOutput = LineObserver { [unowned self] line in self.handleOutput(line) }
+    public lazy var standardError = LineObserver { [unowned self] line in self.handleError(line) }
+
+    /// What was shown on stdout (the end of it), for the ping body.
+    public var shownOutput: String { lock.lock(); defer { lock.unlock() }; return shown.text }
+    /// restic's stderr as it came (the end of it), for classifying the outcome.
+    public var errorOutput: String { lock.lock(); defer { lock.unlock() }; return errors.text }
+    public var summary: BackupStatistics? { lock.lock(); defer { lock.unlock() }; return statistics }
+
+    private func show(_ line: String) {
+        lock.lock()
+        shown.append(line + "\n")
+        lock.unlock()
+        writeOut(line + "\n")
+    }
+
+    func handleOutput(_ line: Substring) {
+        guard line.hasPrefix("{"), let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+              let type = object["message_type"] as? String else {
+            if !line.isEmpty { show(String(line)) }
+            return
+        }
+        switch type {
+        case "status":
+            let current = now()
+            lock.lock()
+            let due = current.timeIntervalSince(lastReport) >= interval
+            if due { lastReport = current }
+            lock.unlock()
+            if due { show(Self.progressLine(object)) }
+        case "summary":
+            if let statistics = BackupStatistics.parse(jsonLine: line) {
+                lock.lock()
+                self.statistics = statistics
+                lock.unlock()
+                statistics.readableLines.forEach(show)
+            }
+        case "verbose_status":
+            // --verbose: one line per file, as restic prints it in text mode.
+            let action = object["action"] as? String ?? ""
+            let item = object["item"] as? String ?? ""
+            show("\(action.padding(toLength: 10, withPad: " ", startingAt: 0))\(item)")
+        default:
+            break
+        }
+    }
+
+    func handleError(_ line: Substring) {
+        var text = String(line)
+        if line.hasPrefix("{"), let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+           object["message_type"] as? String == "error" {
+            let error = (object["error"] as? [String: Any])?["message"] as? String ?? "\(object["error"] ?? "")"
+            let during = object["during"] as? String ?? ""
+            let item = object["item"] as? String ?? ""
+            text = "error: \(during.isEmpty ? "" : "\(during) ")\(item): \(error)"
+        }
+        lock.lock()
+        errors.append(text + "\n")
+        lock.unlock()
+        writeError(text + "\n")
+    }
+
+    static func progressLine(_ status: [String: Any]) -> String {
+        func number(_ key: String) -> Double { (status[key] as? NSNumber)?.doubleValue ?? 0 }
+        let percent = number("percent_done") * 100
+        let bytesDone = number("bytes_done"), totalBytes = number("total_bytes")
+        let filesDone = Int(number("files_done")), totalFiles = Int(number("total_files"))
+        let elapsed = number("seconds_elapsed")
+        var parts = [String(format: "progress: %.1f%% done", percent),
+                     "\(formatBytes(Int64(bytesDone))) of \(formatBytes(Int64(totalBytes)))",
+                     "\(filesDone) of \(totalFiles) files"]
+        if elapsed > 0 { parts.append("\(formatBytes(Int64(bytesDone / elapsed)))/s") }
+        if let remaining = (status["seconds_remaining"] as? NSNumber)?.doubleValue, remaining > 0 {
+            parts.append("ETA \(clock(remaining))")
+        }
+        parts.append("elapsed \(clock(elapsed))")
+        return parts.joined(separator: ", ")
+    }
+}
