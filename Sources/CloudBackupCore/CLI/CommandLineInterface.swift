@@ -11,13 +11,14 @@ public enum Subcommand: Equatable, Sendable {
     case version
     case startServer
     case serverStatus
+    case status(json: Bool)
     case backup([String])
     case forget([String])
     case check([String])
     case restic([String])
     case notYetAvailable(String)
 
-    public static let names = ["start-server", "server-status", "backup", "forget", "check", "restic", "help"]
+    public static let names = ["start-server", "server-status", "backup", "forget", "check", "status", "restic", "help"]
     static let plannedNames = ["config", "reauth", "check-refresh-token"]
 
     /// Reads argv (without the program name).
@@ -42,6 +43,13 @@ public enum Subcommand: Equatable, Sendable {
                 throw CloudBackupError.usage("server-status takes no arguments (got \(shellQuoted(unexpected))).")
             }
             return .serverStatus
+        case "status":
+            if asksHelp { return .help(topic: first) }
+            if rest == ["--json"] { return .status(json: true) }
+            if let unexpected = rest.first {
+                throw CloudBackupError.usage("status takes only --json (got \(shellQuoted(unexpected))).")
+            }
+            return .status(json: false)
         case "backup":
             return asksHelp ? .help(topic: first) : .backup(rest)
         case "forget":
@@ -106,6 +114,15 @@ public enum CommandLineInterface {
         case .version:
             print("cloud-backup \(cloudBackupVersion)")
             return ExitCode.success
+        case .status(let json):
+            prepareProcess()
+            let log = Logger()
+            let report = StatusReport(environment: environment, context: JobContext(environment: environment, log: log))
+            let checks = report.run()
+            let text = json ? StatusReport.renderJSON(checks) : StatusReport.render(checks)
+            let secrets = ["RESTIC_PASSWORD", "RESTIC_REST_PASSWORD"].compactMap { environment[$0] }
+            print(Redactor.redact(text, secrets: secrets), terminator: "")
+            return checks.allSatisfy(\.ok) ? ExitCode.success : ExitCode.failure
         case .notYetAvailable(let name):
             writeStandardError("cloud-backup: error: `\(name)` (INFN Cloud login) is not in this version yet. For any other destination, define an rclone remote (`rclone config`) and set BACKUP_REMOTE=remote:path.\n")
             return ExitCode.usage
@@ -148,7 +165,7 @@ public enum CommandLineInterface {
             return ResticJob(kind: .check, userArguments: arguments, configuration: configuration, context: context).run()
         case .restic(let arguments):
             return ResticPassthrough(arguments: arguments, configuration: configuration, context: context).run()
-        case .help, .version, .notYetAvailable:
+        case .help, .version, .notYetAvailable, .status:
             return ExitCode.software
         }
     }

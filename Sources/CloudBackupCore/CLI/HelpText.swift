@@ -10,6 +10,7 @@ public enum HelpText {
         case "backup": return backup
         case "forget": return forget
         case "check": return check
+        case "status": return status
         case "restic": return restic
         case "config", "reauth", "check-refresh-token": return planned(topic!)
         case "help": return overview
@@ -28,6 +29,7 @@ public enum HelpText {
       backup [ARGS…]      Run `restic backup ARGS…`, creating the repository on first use; pings BACKUP_CHECK_URL.
       forget [ARGS…]      Run `restic forget ARGS…` (e.g. --keep-within 1m --prune); pings FORGET_CHECK_URL.
       check [ARGS…]       Run `restic check ARGS…` (e.g. --read-data-subset 5%); pings CHECK_CHECK_URL.
+      status [--json]     Check every moving part; a ✓/✗ checklist with the fix for each ✗ (exit 0 if all is well).
       restic [ARGS…]      Run restic with the repository and password preset (snapshots, restore, check, …).
       help [SUBCOMMAND]   Show this help, or a subcommand's.
 
@@ -49,6 +51,7 @@ public enum HelpText {
       BACKUP_CHECK_URL, FORGET_CHECK_URL, CHECK_CHECK_URL
                                  Healthchecks ping URLs of each job (unset = no pings).
       METRICS_DIR                Write <job>.prom there after each job (node_exporter textfile collector).
+      SNAPSHOT_MAX_AGE_HOURS     status reports this host's latest snapshot when older (default 48).
       PROGRESS_INTERVAL_SECONDS  backup's progress line interval when stdout is not a terminal (default 60).
 
     Tuning:
@@ -128,6 +131,17 @@ public enum HelpText {
     Runs `restic check` with your arguments: verifies the repository's structure and, with
     --read-data or --read-data-subset, that the data can be read back. restic takes an exclusive lock:
     locks, signals and exit codes as for `backup`. Pings CHECK_CHECK_URL. Never creates a repository.
+    """
+
+    static let status = """
+    Usage: cloud-backup status [--json]
+
+    Checks, each with a bounded timeout, and prints one ✓ or ✗ line per check with the fix under each ✗:
+    the environment; restic and rclone (versions); the destination (listed); the repository (exists,
+    RESTIC_PASSWORD opens it); the latest snapshot of each host and its age (this host's must be newer
+    than SNAPSHOT_MAX_AGE_HOURS, default 48); the REST server; and each check URL's host (DNS and a TCP
+    connection only: a request to a ping URL would count as a ping). --json prints the same as JSON.
+    Exit 0 only if all is well, 1 otherwise.
     """
 
     static let restic = """

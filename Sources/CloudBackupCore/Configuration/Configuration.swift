@@ -56,6 +56,8 @@ public struct Configuration: Sendable {
     public var metricsDirectory: String?
     /// How often `backup` prints a progress line when stdout is not a terminal.
     public var progressIntervalSeconds: Int
+    /// `status` reports this host's latest snapshot when it is older.
+    public var snapshotMaximumAgeHours: Int
     public var lockWaitSeconds: Int
     public var stopGraceSeconds: Int
     /// Each Healthchecks request's timeout; a ping's retries all fit in `pingBudgetSeconds`.
@@ -205,6 +207,8 @@ public enum ConfigurationLoader {
         secrets += [backupURL, forgetURL, checkURL].compactMap { $0?.absoluteString }
         let progressInterval = integer("PROGRESS_INTERVAL_SECONDS", in: environment, default: 60, range: 1...86_400,
                                        meaning: "a number of seconds from 1 to 86400", problems: &problems)
+        let maximumAge = integer("SNAPSHOT_MAX_AGE_HOURS", in: environment, default: 48, range: 1...8760,
+                                 meaning: "a number of hours from 1 to 8760", problems: &problems)
         let metricsDirectory = environment["METRICS_DIR"]
         if let metricsDirectory, !metricsDirectory.hasPrefix("/") {
             problems.append("METRICS_DIR=\(metricsDirectory): must be an absolute path (node_exporter's --collector.textfile.directory).")
@@ -244,6 +248,7 @@ public enum ConfigurationLoader {
             checkCheckURL: checkURL,
             metricsDirectory: metricsDirectory,
             progressIntervalSeconds: progressInterval,
+            snapshotMaximumAgeHours: maximumAge,
             lockWaitSeconds: lockWait,
             stopGraceSeconds: grace,
             pingTimeoutSeconds: pingTimeout,

@@ -14,6 +14,21 @@ extension ProcessRunning {
     public func run(_ spec: ProcessSpec) throws -> ProcessResult {
         try launch(spec).wait()
     }
+
+    /// Starts the process and waits at most `seconds`; then kills it (its whole group) and returns nil.
+    public func run(_ spec: ProcessSpec, timeout seconds: Double) throws -> ProcessResult? {
+        let child = try launch(spec)
+        let end = Date().addingTimeInterval(seconds)
+        while !child.hasExited {
+            if Date() >= end {
+                child.send(SIGKILL)
+                _ = child.wait()
+                return nil
+            }
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+        return child.wait()
+    }
 }
 
 public protocol RunningProcess: AnyObject, Sendable {

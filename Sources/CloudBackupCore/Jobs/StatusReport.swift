@@ -1,0 +1,276 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One line of `cloud-backup status`.
+public struct StatusCheck: Sendable, Equatable {
+    public var name: String
+    public var ok: Bool
+    public var detail: String
+    /// What to do, for a failed check.
+    public var fix: String?
+
+    static func pass(_ name: String, _ detail: String) -> StatusCheck { StatusCheck(name: name, ok: true, detail: detail, fix: nil) }
+    static func fail(_ name: String, _ detail: String, fix: String) -> StatusCheck { StatusCheck(name: name, ok: false, detail: detail, fix: fix) }
+}
+
+/// `status`: checks every moving part, each with a bounded timeout, and says how to fix what is wrong.
+/// It never pings: Healthchecks counts any request to a ping URL as a ping, so only the check URL's
+/// host is resolved and connected to.
+public struct StatusReport {
+    public let environment: [String: String]
+    public let context: JobContext
+    public init(environment: [String: String], context: JobContext) {
+        self.environment = environment
+        self.context = context
+    }
+
+    public func run() -> [StatusCheck] {
+        var checks: [StatusCheck] = []
+        let configuration: Configuration
+        do {
+            configuration = try ConfigurationLoader.load(environment: environment, needs: [.repositoryPassword])
+            checks.append(.pass("environment", "valid; destination \(configuration.destination)"))
+        } catch let error as CloudBackupError {
+            var problems = [error.description]
+            if case .configuration(let list) = error { problems = list }
+            checks.append(.fail("environment", problems.joined(separator: "; "),
+                                fix: "set the variables as described (in .env for Docker Compose); `cloud-backup --help` lists them"))
+            checks += toolChecks(environment: environment)
+            return checks
+        } catch {
+            checks.append(.fail("environment", "\(error)", fix: "report this bug"))
+            return checks
+        }
+        checks += toolChecks(environment: configuration.childEnvironment)
+        let haveRestic = checks.contains { $0.name == "restic" && $0.ok }
+        let haveRclone = checks.contains { $0.name == "rclone" && $0.ok }
+
+        checks.append(destinationCheck(configuration, haveRclone: haveRclone))
+        let route = RouteFinder.find(configuration: configuration, log: Logger(sink: { _ in }))
+        if haveRestic {
+            let repository = repositoryCheck(configuration, route: route)
+            checks.append(repository)
+            if repository.ok { checks += snapshotChecks(configuration, route: route) }
+        }
+        checks.append(serverCheck(configuration))
+        let urls: [(String, URL?)] = [("BACKUP_CHECK_URL", configuration.backupCheckURL), ("FORGET_CHECK_URL", configuration.forgetCheckURL),
+                                      ("CHECK_CHECK_URL", configuration.checkCheckURL)]
+        for (name, url) in urls {
+            if let url { checks.append(pingHostCheck(name: name, url: url)) }
+        }
+        return checks
+    }
+
+    private func toolChecks(environment: [String: String]) -> [StatusCheck] {
+        [("restic", ["version"]), ("rclone", ["version"])].map { tool, arguments in
+            guard ExecutableLookup.resolve(tool, environment: environment) != nil else {
+                return .fail(tool, "not found on PATH (\(environment["PATH"] ?? ""))", fix: "install it (Debian/Ubuntu: apt-get install \(tool))")
+            }
+            let spec = ProcessSpec(executable: tool, arguments: arguments, environment: environment,
+                                   standardOutput: .collect(limit: 4096), standardError: .collect(limit: 4096))
+            guard let result = try? context.runner.run(spec, timeout: 10), result.status.isSuccess else {
+                return .fail(tool, "`\(tool) version` failed", fix: "reinstall \(tool)")
+            }
+            return .pass(tool, result.standardOutput.split(separator: "\n").first.map(String.init) ?? tool)
+        }
+    }
+
+    private func destinationCheck(_ configuration: Configuration, haveRclone: Bool) -> StatusCheck {
+        let destination = configuration.destination
+        if case .localDirectory(let path, _) = destination {
+            var isDirectory: ObjCBool = false
+            if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) {
+                return isDirectory.boolValue && access(path, W_OK) == 0
+                    ? .pass("destination", "\(path) is a writable directory")
+                    : .fail("destination", "\(path) is not a writable directory", fix: "fix its type or permissions, or point BACKUP_REMOTE elsewhere")
+            }
+            let parent = (path as NSString).deletingLastPathComponent
+            return access(parent, W_OK) == 0 || !FileManager.default.fileExists(atPath: parent)
+                ? .pass("destination", "\(path) will be created by the first backup")
+                : .fail("destination", "cannot create \(path)", fix: "make \(parent) writable for this user")
+        }
+        guard haveRclone else {
+            return .fail("destination", "\(destination.rclonePath) needs rclone", fix: "install rclone")
+        }
+        let spec = ProcessSpec(executable: "rclone", arguments: RcloneCommand.listTopLevel(path: destination.rclonePath),
+                               environment: configuration.childEnvironment, standardOutput: .collect(limit: 4 << 20), standardError: .tail(limit: 8192))
+        guard let result = try? context.runner.run(spec, timeout: 30) else {
+            return .fail("destination", "listing \(destination.rclonePath) did not finish within 30 s", fix: "check the network path to the storage")
+        }
+        switch DestinationInspector.interpretListing(result) {
+        case .listed(let names):
+            return .pass("destination", "\(destination.rclonePath) reachable (\(names.count) entries)")
+        case .unreadable(let reason):
+            return .fail("destination", "\(destination.rclonePath): \(reason)", fix: "check the remote's credentials and network (`rclone lsd \(destination.rclonePath)`)")
+        }
+    }
+
+    private func resticSpec(_ arguments: [String], _ configuration: Configuration, route: RepositoryRoute) -> ProcessSpec {
+        ProcessSpec(executable: "restic", arguments: arguments, environment: ResticCommand.environment(base: configuration.childEnvironment, route: route),
+                    standardOutput: .collect(limit: 16 << 20), standardError: .tail(limit: 16 * 1024))
+    }
+
+    private func repositoryCheck(_ configuration: Configuration, route: RepositoryRoute) -> StatusCheck {
+        guard let result = try? context.runner.run(resticSpec(["cat", "config", "--no-lock"], configuration, route: route), timeout: 30) else {
+            return .fail("repository", "restic did not answer within 30 s", fix: "check the destination and the network")
+        }
+        switch ResticOutcome.classify(status: result.status, output: result.standardError) {
+        case .success:
+            return .pass("repository", "initialised, password accepted (through \(route))")
+        case .repositoryMissing:
+            return .fail("repository", "no repository at \(configuration.destination.rclonePath) yet",
+                         fix: "run `cloud-backup backup <dirs>`: the first backup creates it")
+        case .wrongPassword:
+            return .fail("repository", "RESTIC_PASSWORD does not open the repository",
+                         fix: "set RESTIC_PASSWORD to the password the repository was created with")
+        case .unreachable(let reason):
+            return .fail("repository", reason, fix: "check the destination and the REST server")
+        case .locked(let holder), .failed(let holder):
+            return .fail("repository", holder, fix: "see `cloud-backup restic cat config` for details")
+        case .incompleteSnapshot, .interrupted:
+            return .fail("repository", "restic ended with \(result.status)", fix: "run `cloud-backup restic cat config` for details")
+        }
+    }
+
+    private func snapshotChecks(_ configuration: Configuration, route: RepositoryRoute) -> [StatusCheck] {
+        guard let result = try? context.runner.run(resticSpec(["snapshots", "--json", "--no-lock"], configuration, route: route), timeout: 30),
+              result.status.isSuccess,
+              let list = try? JSONSerialization.jsonObject(with: Data(result.standardOutput.utf8)) as? [[String: Any]] else {
+            return [.fail("snapshots", "could not list the snapshots", fix: "run `cloud-backup restic snapshots` for details")]
+        }
+        var latest: [String: (date: Date, id: String)] = [:]
+        for snapshot in list {
+            guard let host = snapshot["hostname"] as? String, let time = snapshot["time"] as? String, let date = parseResticTime(time) else { continue }
+            if latest[host].map({ $0.date < date }) ?? true { latest[host] = (date, snapshot["short_id"] as? String ?? "") }
+        }
+        let thisHost = configuration.resticHost ?? context.hostName
+        var checks: [StatusCheck] = []
+        if latest[thisHost] == nil {
+            checks.append(.fail("snapshots", "no snapshot of this host (\(thisHost)) yet",
+                                fix: "run `cloud-backup backup <dirs>` (and check the backup job's schedule and log)"))
+        }
+        for (host, snapshot) in latest.sorted(by: { $0.key < $1.key }) {
+            let hours = Date().timeIntervalSince(snapshot.date) / 3600
+            let age = hours < 1 ? "\(Int(hours * 60)) min ago" : hours < 48 ? String(format: "%.1f h ago", hours) : String(format: "%.0f days ago", hours / 24)
+            let detail = "latest snapshot of \(host): \(snapshot.id), \(age)"
+            if host == thisHost && hours > Double(configuration.snapshotMaximumAgeHours) {
+                checks.append(.fail("snapshots", detail + " (older than SNAPSHOT_MAX_AGE_HOURS=\(configuration.snapshotMaximumAgeHours))",
+                                    fix: "the backup job is not running or failing: check its log and Healthchecks"))
+            } else {
+                checks.append(.pass("snapshots", detail))
+            }
+        }
+        return checks
+    }
+
+    private func serverCheck(_ configuration: Configuration) -> StatusCheck {
+        let port = configuration.restPort
+        switch RestServerProbe.probe(port: port, credentials: configuration.restCredentials) {
+        case .restServer:
+            return .pass("REST server", "answering on 127.0.0.1:\(port)")
+        case .refusedCredentials:
+            return .fail("REST server", "the server on 127.0.0.1:\(port) refuses RESTIC_REST_USERNAME/RESTIC_REST_PASSWORD",
+                         fix: "give jobs the same credentials as the server")
+        case .otherService(let status):
+            return .fail("REST server", "something else answers on 127.0.0.1:\(port) (HTTP \(status))", fix: "choose another RESTIC_REST_PORT")
+        case .nothing:
+            return .fail("REST server", "nothing answers on 127.0.0.1:\(port)",
+                         fix: "start it: `cloud-backup start-server` (Docker: `docker compose up -d`)")
+        }
+    }
+
+    /// DNS and a TCP connection to the check URL's host; never a request to the URL.
+    private func pingHostCheck(name: String, url: URL) -> StatusCheck {
+        let host = url.host ?? ""
+        let port = url.port ?? (url.scheme == "https" ? 443 : 80)
+        switch connectTCP(host: host, port: port, timeout: 5) {
+        case .success:
+            return .pass("monitoring", "\(name): \(host):\(port) reachable (DNS and TCP; no ping sent)")
+        case .failure(let reason):
+            return .fail("monitoring", "\(name): cannot reach \(host):\(port) (\(reason))",
+                         fix: "check DNS, firewall or proxy towards \(host); pings are lost until then")
+        }
+    }
+}
+
+func parseResticTime(_ text: String) -> Date? {
+    // restic writes RFC 3339 with nanoseconds and a zone offset: 2026-11-22T02:17:29.123456789+00:00
+    let formatter = ISO8601DateFormatter()
+    formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+    if let date = formatter.date(from: text) { return date }
+    // ISO8601DateFormatter takes at most milliseconds: cut the fraction.
+    if let dot = text.firstIndex(of: "."), let zone = text[dot...].firstIndex(where: { $0 == "+" || $0 == "-" || $0 == "Z" }) {
+        let trimmed = String(text[..<dot]) + String(text[dot..<zone].prefix(4)) + String(text[zone...])
+        return formatter.date(from: trimmed)
+    }
+    formatter.formatOptions = [.withInternetDateTime]
+    return formatter.date(from: text)
+}
+
+enum ConnectResult { case success, failure(String) }
+
+/// Resolves `host` and opens a TCP connection within `timeout` seconds.
+func connectTCP(host: String, port: Int, timeout: Double) -> ConnectResult {
+    var hints = addrinfo()
+    hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+    var list: UnsafeMutablePointer<addrinfo>?
+    let resolved = getaddrinfo(host, "\(port)", &hints, &list)
+    guard resolved == 0, let first = list else {
+        return .failure("DNS: \(String(cString: gai_strerror(resolved)))")
+    }
+    defer { freeaddrinfo(list) }
+    var lastError = "no address"
+    var entry: UnsafeMutablePointer<addrinfo>? = first
+    while let address = entry {
+        defer { entry = address.pointee.ai_next }
+        let fd = socket(address.pointee.ai_family, address.pointee.ai_socktype | Int32(SOCK_NONBLOCK.rawValue), address.pointee.ai_protocol)
+        guard fd >= 0 else { continue }
+        defer { close(fd) }
+        if connect(fd, address.pointee.ai_addr, address.pointee.ai_addrlen) == 0 { return .success }
+        guard errno == EINPROGRESS else {
+            lastError = String(cString: strerror(errno))
+            continue
+        }
+        var poller = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+        let ready = poll(&poller, 1, Int32(timeout * 1000))
+        if ready <= 0 {
+            lastError = "timed out after \(Int(timeout)) s"
+            continue
+        }
+        var socketError: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &socketError, &length)
+        if socketError == 0 { return .success }
+        lastError = String(cString: strerror(socketError))
+    }
+    return .failure(lastError)
+}
+
+extension StatusReport {
+    /// The checklist as a person reads it: ✓/✗ per line, the fix under each ✗.
+    public static func render(_ checks: [StatusCheck]) -> String {
+        var lines: [String] = []
+        for check in checks {
+            lines.append("\(check.ok ? "✓" : "✗") \(check.name): \(check.detail)")
+            if let fix = check.fix, !check.ok { lines.append("    fix: \(fix)") }
+        }
+        let failed = checks.filter { !$0.ok }.count
+        lines.append(failed == 0 ? "all is well" : "\(failed) problem\(failed == 1 ? "" : "s") found")
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    public static func renderJSON(_ checks: [StatusCheck]) -> String {
+        let object: [String: Any] = [
+            "ok": checks.allSatisfy(\.ok),
+            "checks": checks.map { check -> [String: Any] in
+                var entry: [String: Any] = ["name": check.name, "ok": check.ok, "detail": check.detail]
+                if let fix = check.fix { entry["fix"] = fix }
+                return entry
+            },
+        ]
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        return String(decoding: data, as: UTF8.self) + "\n"
+    }
+}
