@@ -61,7 +61,7 @@ final class ResticJobTests: XCTestCase {
         let lines = LineCollector()
         let context = JobContext(environment: [:], runner: runner, signals: SignalMonitor(), log: Logger(sink: { lines.add($0) }),
                                  transport: HTTPTransport { _, _, _ in .init(status: 200, headers: [:]) },
-                                 hostName: "vm", sleep: { _ in }, backoffScale: 0.001)
+                                 hostName: "vm", sleep: { _ in }, backoffScale: 0.001, stdoutIsTerminal: true)
         let code = ResticJob(kind: kind, userArguments: ["/data"], configuration: try configuration(extra), context: context).run()
         return (code, lines.text)
     }
@@ -169,7 +169,7 @@ final class ResticJobTests: XCTestCase {
         let runner = FakeProcessRunner { _, _ in ProcessResult(status: .exited(0)) }
         let lines = LineCollector()
         let context = JobContext(environment: [:], runner: runner, signals: SignalMonitor(), log: Logger(sink: { lines.add($0) }),
-                                 transport: HTTPTransport { _, _, _ in .init(status: 200, headers: [:]) }, hostName: "4f9c2a1b3d5e", sleep: { _ in })
+                                 transport: HTTPTransport { _, _, _ in .init(status: 200, headers: [:]) }, hostName: "4f9c2a1b3d5e", sleep: { _ in }, stdoutIsTerminal: true)
         _ = ResticJob(kind: .backup, userArguments: ["/d"], configuration: try configuration([:]), context: context).run()
         XCTAssertTrue(lines.text.contains("looks like a container id and RESTIC_HOST is not set"), lines.text)
         let withHost = FakeProcessRunner { _, _ in ProcessResult(status: .exited(0)) }
@@ -217,9 +217,46 @@ final class InterruptedJobTests: XCTestCase {
         let lines = LineCollector()
         signals.simulateForTests(SIGTERM)
         let context = JobContext(environment: [:], runner: runner, signals: signals, log: Logger(sink: { lines.add($0) }),
-                                 transport: HTTPTransport { _, _, _ in .init(status: 200, headers: [:]) }, hostName: "vm", sleep: { _ in })
+                                 transport: HTTPTransport { _, _, _ in .init(status: 200, headers: [:]) }, hostName: "vm", sleep: { _ in }, stdoutIsTerminal: true)
         let code = ResticJob(kind: .backup, userArguments: ["/d"], configuration: configuration, context: context).run()
         XCTAssertEqual(code, 130)
         XCTAssertTrue(lines.text.contains("backup interrupted: stopped on request"), lines.text)
+    }
+}
+
+final class InterruptedInitTests: XCTestCase {
+    func run(keysListing: String) throws -> (Int32, [String], String) {
+        let directory = NSTemporaryDirectory() + "interrupted-init-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        _ = FileManager.default.createFile(atPath: directory + "/restic", contents: Data("#!/bin/sh\n".utf8), attributes: [.posixPermissions: 0o755])
+        let runner = FakeProcessRunner { spec, index in
+            switch (spec.arguments.first, spec.arguments.last) {
+            case ("backup", _): return ProcessResult(status: .exited(index == 0 ? 10 : 0))
+            case ("lsjson", "r:b"): return ProcessResult(status: .exited(0), standardOutput: #"[{"Name":"data"},{"Name":"keys"},{"Name":"locks"}]"#)
+            case ("lsjson", "r:b/keys"): return ProcessResult(status: .exited(0), standardOutput: keysListing)
+            default: return ProcessResult(status: .exited(0))
+            }
+        }
+        let configuration = try ConfigurationLoader.load(environment: ["RESTIC_PASSWORD": "pw", "PATH": directory, "HOME": directory,
+                                                                       "RESTIC_REST_PORT": "1", "BACKUP_REMOTE": "r:b"], needs: [.repositoryPassword])
+        let lines = LineCollector()
+        let context = JobContext(environment: [:], runner: runner, signals: SignalMonitor(), log: Logger(sink: { lines.add($0) }),
+                                 transport: HTTPTransport { _, _, _ in .init(status: 200, headers: [:]) }, hostName: "vm", sleep: { _ in }, stdoutIsTerminal: true)
+        let code = ResticJob(kind: .backup, userArguments: ["/d"], configuration: configuration, context: context).run()
+        return (code, runner.commands, lines.text)
+    }
+
+    func testAnEmptyKeysDirectoryIsAnInitThatNeverSavedAKey() throws {
+        let (code, commands, log) = try run(keysListing: "[]")
+        XCTAssertEqual(code, 0, log)
+        XCTAssertEqual(commands, ["restic backup /d", "rclone lsjson --max-depth 1 r:b", "rclone lsjson --max-depth 1 r:b/keys", "restic init", "restic backup /d"])
+    }
+
+    func testKeyFilesWithoutConfigAreNeverOverwritten() throws {
+        let (code, commands, log) = try run(keysListing: #"[{"Name":"0123abcd"}]"#)
+        XCTAssertEqual(code, 1)
+        XCTAssertFalse(commands.contains("restic init"))
+        XCTAssertTrue(log.contains("it holds key files (keys/) but no config: a `restic init` was interrupted after saving a key"), log)
     }
 }

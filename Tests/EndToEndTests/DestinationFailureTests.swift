@@ -125,7 +125,7 @@ final class DestinationFailureTests: XCTestCase {
         _ = try startWebDAV(password: "rotated-password")
         let result = try sandbox.run(["start-server"], ["CLOUD_BACKUP_SERVER_MAX_QUICK_FAILURES": "2"])
         XCTAssertEqual(result.status, .exited(69))
-        XCTAssertTrue(result.standardError.contains("rclone serve restic failed 2 times in a row"), result.standardError)
+        XCTAssertTrue(result.standardError.contains("rclone serve restic failed 2 times in a row before it could serve"), result.standardError)
         XCTAssertTrue(result.standardError.contains("401 Unauthorized"), result.standardError)
         XCTAssertEqual(inventory(), [:], "nothing was written")
     }

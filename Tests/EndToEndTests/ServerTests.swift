@@ -108,7 +108,7 @@ final class ServerTests: XCTestCase {
         let started = Date()
         let result = try sandbox.run(["start-server"], ["CLOUD_BACKUP_SERVER_MAX_QUICK_FAILURES": "3"])
         XCTAssertEqual(result.status, .exited(69), result.standardError)
-        XCTAssertTrue(result.standardError.contains("rclone serve restic failed 3 times in a row"), result.standardError)
+        XCTAssertTrue(result.standardError.contains("rclone serve restic failed 3 times in a row before it could serve"), result.standardError)
         XCTAssertTrue(result.standardError.contains("address already in use"), result.standardError)
         XCTAssertLessThan(Date().timeIntervalSince(started), 60)
         blocker.send(SIGKILL)

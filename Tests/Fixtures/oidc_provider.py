@@ -437,10 +437,12 @@ def handler_class(p):
             if entry["status"] == "used":
                 self.oauth_error(400, "invalid_grant", "device code already used")
                 return
+            # RFC 8628 wants the client to add 5 s per slow_down; oidc-agent 4.2.6 adds only 1 s, so the
+            # check stays at the announced interval (with 20 % slack) instead of growing.
             too_fast = entry["last_poll"] and now - entry["last_poll"] < entry["interval"] * 0.8
             entry["last_poll"] = now
             if p.mode == "slow_down" or too_fast:
-                entry["interval"] += 5
+                entry["slow_downs"] = entry.get("slow_downs", 0) + 1
                 p.save()
                 self.oauth_error(400, "slow_down", "polling too fast")
                 return

@@ -4,14 +4,14 @@ import Glibc
 #endif
 
 /// `start-server`: `rclone serve restic` on the destination, in the foreground, kept alive.
-/// rclone is restarted with growing pauses when it dies; after `maxQuickFailures` deaths in a row that
-/// each came soon after a start, the server gives up and exits non-zero so Docker's restart policy
-/// (or the admin) takes over. SIGTERM/SIGINT stop rclone and end the command within the grace period.
+/// rclone is restarted when it dies. A death before it ever answered is a failure to start (port
+/// taken, remote refusing): those back off (1, 2, 4 … 30 s) and after `maxQuickFailures` in a row the
+/// server gives up and exits non-zero, so Docker's restart policy (or the admin) takes over. A death
+/// after it served is a crash: restarted at once, the count starts over. SIGTERM/SIGINT stop rclone
+/// and end the command within the grace period.
 public struct RestServer {
     public let configuration: Configuration
     public let context: JobContext
-    /// A run shorter than this counts as a quick failure.
-    public var quickFailureSeconds: Double = 30
     public var maxQuickFailures = 5
     public var readinessTimeoutSeconds: Double = 60
 
@@ -75,7 +75,6 @@ public struct RestServer {
         var quickFailures = 0
         var lastReason = ""
         while !context.signals.stopRequested {
-            let started = Date()
             let child: any RunningProcess
             do {
                 child = try context.runner.launch(spec)
@@ -86,23 +85,23 @@ public struct RestServer {
             }
             current.set(child)
             if context.signals.stopRequested { child.send(SIGTERM) }
-            if waitUntilReady(child) {
+            let served = waitUntilReady(child)
+            if served {
                 log.info("REST server ready at http://127.0.0.1:\(configuration.restPort)/ (rclone PID \(child.pid))")
             }
             let result = child.wait()
             current.set(nil)
             if context.signals.stopRequested { break }
 
-            let ranFor = Date().timeIntervalSince(started)
             lastReason = DestinationInspector.rcloneReason(result.standardError) ?? "\(result.status)"
-            quickFailures = ranFor < quickFailureSeconds ? quickFailures + 1 : 1
+            quickFailures = served ? 0 : quickFailures + 1
             if quickFailures >= maxQuickFailures {
                 let failure = CloudBackupError.serverFailed(
-                    "rclone serve restic failed \(quickFailures) times in a row, each within \(Int(quickFailureSeconds)) s of starting; giving up. Last error: \(lastReason)\nCheck the destination (`rclone lsd \(configuration.destination.rclonePath)`) and that port \(configuration.restPort) is free.")
+                    "rclone serve restic failed \(quickFailures) times in a row before it could serve; giving up. Last error: \(lastReason)\nCheck the destination (`rclone lsd \(configuration.destination.rclonePath)`) and that port \(configuration.restPort) is free.")
                 log.error(failure.description)
                 return failure.exitCode
             }
-            let delay = min(pow(2, Double(quickFailures - 1)), 30) * context.backoffScale
+            let delay = served ? 0 : min(pow(2, Double(quickFailures - 1)), 30) * context.backoffScale
             log.warning("rclone serve restic stopped (\(result.status)): \(lastReason); restarting in \(String(format: "%.1f", delay)) s")
             let end = Date().addingTimeInterval(delay)
             while Date() < end && !context.signals.stopRequested { context.sleep(0.1) }

@@ -231,26 +231,17 @@ public struct ResticJob {
     /// through `rclone serve restic`, a credential failure looks exactly like a missing repository.
     private func safeToInitialize(route: RepositoryRoute) -> Result<Void, CloudBackupError> {
         let destination = configuration.destination
-        let contents: DestinationContents
-        if case .localDirectory(let path, _) = destination {
-            contents = DestinationInspector.inspectLocal(path)
-        } else {
-            let spec = ProcessSpec(executable: "rclone", arguments: RcloneCommand.listTopLevel(path: destination.rclonePath),
-                                   environment: configuration.childEnvironment,
-                                   standardOutput: .collect(limit: 4 << 20), standardError: .tail(limit: 16 * 1024))
-            do {
-                contents = DestinationInspector.interpretListing(try context.runner.run(spec))
-            } catch {
-                return .failure(error as? CloudBackupError ?? .internalError("\(error)"))
-            }
-        }
+        let contents = DestinationInspector.inspect(destination, runner: context.runner, environment: configuration.childEnvironment)
         switch contents {
         case .unreadable(let reason):
             return .failure(.destinationUnreachable(destination: destination.rclonePath, reason: "\(reason). restic saw no repository there, but the destination could not be listed, so it was not initialised"))
+        case .listed where contents.isInterruptedInit:
+            return .failure(.unsafeToInitialize(destination: destination.rclonePath,
+                                                reason: "it holds key files (keys/) but no config: a `restic init` was interrupted after saving a key. If no backup ever succeeded there, delete the keys/ directory at the destination and run the backup again"))
         case .listed where contents.holdsRepository:
             return .failure(.unsafeToInitialize(destination: destination.rclonePath,
                                                 reason: "a repository is there (config or keys/ found) but restic could not open it through \(route). Is the REST server serving another destination, or did its credentials fail?"))
-        case .listed(let names):
+        case .listed(let names, _):
             if !names.isEmpty {
                 log.warning("\(destination.rclonePath) is not empty (\(names.count) entries) but holds no repository; creating the repository beside them")
             }

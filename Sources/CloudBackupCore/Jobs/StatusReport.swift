@@ -100,7 +100,7 @@ public struct StatusReport {
             return .fail("destination", "listing \(destination.rclonePath) did not finish within 30 s", fix: "check the network path to the storage")
         }
         switch DestinationInspector.interpretListing(result) {
-        case .listed(let names):
+        case .listed(let names, _):
             return .pass("destination", "\(destination.rclonePath) reachable (\(names.count) entries)")
         case .unreadable(let reason):
             return .fail("destination", "\(destination.rclonePath): \(reason)", fix: "check the remote's credentials and network (`rclone lsd \(destination.rclonePath)`)")

@@ -35,14 +35,23 @@ public enum RcloneCommand {
 
 /// What is at the destination, as far as deciding whether `restic init` is safe.
 public enum DestinationContents: Sendable, Equatable {
-    /// Listed successfully: these top-level names are there (an empty list for an empty or absent directory).
-    case listed(names: [String])
+    /// Listed successfully: these top-level names are there (an empty list for an empty or absent
+    /// directory), and this many files in `keys/`.
+    case listed(names: [String], keyFiles: Int = 0)
     /// Could not be listed: credentials, network, a missing remote. Never initialise then.
     case unreadable(reason: String)
 
-    /// restic init is safe only over a listing that succeeded and shows no repository.
+    /// restic init is safe only over a listing that succeeded and shows no repository: no `config`
+    /// and no key file. (An empty `keys/` directory is what an init interrupted before it saved a key
+    /// leaves behind: nothing was ever stored with it.)
     public var holdsRepository: Bool {
-        if case .listed(let names) = self { return names.contains("config") || names.contains("keys") }
+        if case .listed(let names, let keyFiles) = self { return names.contains("config") || keyFiles > 0 }
+        return false
+    }
+
+    /// Key files but no config: an init interrupted between the two.
+    public var isInterruptedInit: Bool {
+        if case .listed(let names, let keyFiles) = self { return !names.contains("config") && keyFiles > 0 }
         return false
     }
 }
@@ -81,9 +90,36 @@ public enum DestinationInspector {
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { return .listed(names: []) }
         guard isDirectory.boolValue else { return .unreadable(reason: "\(path) exists and is not a directory") }
         do {
-            return .listed(names: try FileManager.default.contentsOfDirectory(atPath: path))
+            let names = try FileManager.default.contentsOfDirectory(atPath: path)
+            let keys = names.contains("keys") ? try FileManager.default.contentsOfDirectory(atPath: "\(path)/keys").count : 0
+            return .listed(names: names, keyFiles: keys)
         } catch {
             return .unreadable(reason: "cannot list \(path): \(describe(error))")
+        }
+    }
+
+    /// What is at the destination: the directory itself for a local path, `rclone lsjson` otherwise
+    /// (the top level, then `keys/` when there is one).
+    public static func inspect(_ destination: Destination, runner: any ProcessRunning, environment: [String: String],
+                               timeout: Double = 120) -> DestinationContents {
+        if case .localDirectory(let path, _) = destination { return inspectLocal(path) }
+        func list(_ path: String) -> DestinationContents {
+            let spec = ProcessSpec(executable: "rclone", arguments: RcloneCommand.listTopLevel(path: path), environment: environment,
+                                   standardOutput: .collect(limit: 4 << 20), standardError: .tail(limit: 16 * 1024))
+            do {
+                guard let result = try runner.run(spec, timeout: timeout) else {
+                    return .unreadable(reason: "listing \(path) did not finish within \(Int(timeout)) s")
+                }
+                return interpretListing(result)
+            } catch {
+                return .unreadable(reason: "\(error)")
+            }
+        }
+        let top = list(destination.rclonePath)
+        guard case .listed(let names, _) = top, names.contains("keys") else { return top }
+        switch list(destination.rclonePath + "/keys") {
+        case .listed(let keys, _): return .listed(names: names, keyFiles: keys.count)
+        case .unreadable(let reason): return .unreadable(reason: reason)
         }
     }
 }

@@ -77,18 +77,22 @@ is_ours() {
     tr '\0' '\n' < "/proc/$pid/cmdline" 2>/dev/null | grep -qxF "$conf"
 }
 
+log_name() { case $1 in rgw.a) echo client.rgw.a.log ;; *) echo "$1.log" ;; esac; }
+
 pid_of() { cat "$DIR/pids/$1" 2>/dev/null || true; }
 
 running() { is_ours "$(pid_of "$1")" "$CONF"; }
 
 ceph_() { ceph -c "$CONF" --connect-timeout 10 "$@"; }
 
-set_dir() {
+set_dir() {   # also takes DIR/.lock, so two rgw.sh calls on one DIR do not interleave
     [ -n "${1:-}" ] || die "missing DIR"
     mkdir -p "$1"
     DIR=$(cd "$1" && pwd)
     CONF="$DIR/ceph.conf"
     export CEPH_CONF="$CONF"
+    exec 9>>"$DIR/.lock"
+    flock -w 600 9 || die "another rgw.sh holds $DIR/.lock"
 }
 
 # Start a daemon in the foreground (-f), in its own session, detached from us; record its PID.
@@ -104,15 +108,21 @@ launch() {
 }
 
 wait_for() {   # wait_for WHAT DAEMON COMMAND...: poll COMMAND until it succeeds; fail if DAEMON died
-    local what=$1 daemon=$2 t0; shift 2
+    local what=$1 daemon=$2 t0 rc; shift 2
     t0=$(date +%s)
-    until "$@" >/dev/null 2>&1; do
+    while true; do
+        rc=0; "$@" >/dev/null 2>&1 || rc=$?
+        [ $rc -ne 0 ] || break
+        if [ $rc -eq 99 ]; then   # the check saw a fatal error in the daemon's log
+            tail -n "+${RGW_LOG_FROM:-1}" "$DIR/logs/$(log_name "$daemon")" 2>/dev/null | grep -E 'failed|ERROR' | tail -n 5 >&2 || true
+            die "$daemon failed while waiting for $what (logs in $DIR/logs)"
+        fi
         if ! running "$daemon"; then
-            tail -n 30 "$DIR/logs/$daemon.stdout" "$DIR/logs/$daemon.log" 2>/dev/null >&2 || true
+            tail -n 30 "$DIR/logs/$daemon.stdout" "$DIR/logs/$(log_name "$daemon")" 2>/dev/null >&2 || true
             die "$daemon exited while waiting for $what (logs in $DIR/logs)"
         fi
         if [ $(( $(date +%s) - t0 )) -ge "$TIMEOUT" ]; then
-            tail -n 30 "$DIR/logs/$daemon.log" 2>/dev/null >&2 || true
+            tail -n 30 "$DIR/logs/$(log_name "$daemon")" 2>/dev/null >&2 || true
             die "timed out after ${TIMEOUT}s waiting for $what"
         fi
         sleep 0.5
@@ -121,7 +131,13 @@ wait_for() {   # wait_for WHAT DAEMON COMMAND...: poll COMMAND until it succeeds
 
 mon_up() { ceph_ mon stat; }
 osd_up() { [ "$(ceph_ osd stat -f json | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["num_up_osds"])')" = 1 ]; }
-s3_up() { [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/")" = 200 ]; }
+s3_up() {
+    # radosgw takes ~40 s to exit after "failed to bind address": fail at once instead.
+    if tail -n "+$RGW_LOG_FROM" "$DIR/logs/client.rgw.a.log" 2>/dev/null | grep -q 'failed initializing frontend'; then
+        return 99
+    fi
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/")" = 200 ]
+}
 
 # ---- bootstrap -----------------------------------------------------------------------------------
 write_conf() {
@@ -145,6 +161,7 @@ osd pool default pg autoscale mode = off
 osd crush chooseleaf type = 0
 mon allow pool size one = true
 mon warn on pool no redundancy = false
+mon warn on insecure global id reclaim allowed = false
 mon max pg per osd = 1000
 osd objectstore = bluestore
 run dir = $DIR/run
@@ -176,7 +193,7 @@ EOF
 
 bootstrap() {
     local fsid mon_port sts_key osd_uuid osd_key
-    [ -z "$(ls -A "$DIR")" ] || die "$DIR is not empty and has no ceph.conf: refusing to bootstrap there"
+    [ -z "$(ls -A "$DIR" | grep -vxF .lock)" ] || die "$DIR is not empty and has no ceph.conf: refusing to bootstrap there"
     mkdir -p "$DIR"/{run,logs,crash,pids,mon.a,osd.0,rgw.a}
     chmod 700 "$DIR"
     fsid=$(uuidgen)
@@ -219,10 +236,21 @@ bootstrap() {
     chmod 600 "$DIR/rgw.a/keyring"
 }
 
+# A start that fails stops whatever it started, so a broken start leaks no daemon.
+start_failed() {
+    local rc=$?
+    if [ $rc -ne 0 ]; then
+        log "start failed (exit $rc): stopping the daemons of $DIR"
+        stop_all || true
+    fi
+    exit $rc
+}
+
 cmd_start() {
     set_dir "$1"
     PORT=${2:-}
     T0=$(now)
+    trap start_failed EXIT
     local mode=restart keys
     if [ ! -f "$CONF" ]; then
         mode=cold
@@ -243,6 +271,7 @@ cmd_start() {
         launch osd.0 ceph-osd -i 0
         wait_for "the OSD" osd.0 osd_up
     fi
+    RGW_LOG_FROM=$(( $(cat "$DIR/logs/client.rgw.a.log" 2>/dev/null | wc -l) + 1 ))
     launch rgw.a radosgw -n client.rgw.a
     wait_for "S3 on 127.0.0.1:$PORT" rgw.a s3_up
     log "S3 answers after $(elapsed "$T0") s"
@@ -258,10 +287,15 @@ cmd_start() {
         logs="$DIR/logs" start_mode="$mode" start_seconds="$(elapsed "$T0")" \
         pid.mon.a="$(pid_of mon.a)" pid.osd.0="$(pid_of osd.0)" pid.rgw.a="$(pid_of rgw.a)"
     log "ready ($mode start) in $(elapsed "$T0") s"
+    trap - EXIT
 }
 
 cmd_stop() {
     set_dir "$1"
+    stop_all
+}
+
+stop_all() {
     local name pid t0 stopped=()
     # rgw first, then the OSD, then the monitor.
     for name in rgw.a osd.0 mon.a; do

@@ -154,7 +154,8 @@ def sts_setup(env_path, issuer, audience, cert_file, role):
     bare = strip_scheme(issuer)
     provider_arn = "arn:aws:iam:::oidc-provider/" + bare
     # Re-create the provider (the thumbprint may have changed).
-    _, root = call("ListOpenIDConnectProviders", {})
+    # RGW 16.2 answers 404 NoSuchEntity (not an empty list) when there is no provider yet.
+    _, root = call("ListOpenIDConnectProviders", {}, ok=(200, 404), quiet_codes=("NoSuchEntity",))
     for arn in find_all(root, "Arn"):
         if arn == provider_arn:
             call("DeleteOpenIDConnectProvider", {"OpenIDConnectProviderArn": arn})
