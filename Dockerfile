@@ -26,8 +26,8 @@ RUN swift build -c release -Xswiftc -static-stdlib --product cloud-backup \
 
 # --- Runtime: everything but the binary. ---
 FROM ${RUNTIME_IMAGE} AS runtime-base
-# What the static-stdlib binary still links dynamically (ldd): libcurl (FoundationNetworking),
-# libstdc++, libgcc_s, libm and libc; the last three are in every Debian image.
+# What the static-stdlib binary links dynamically (ldd): libstdc++, libgcc_s, libm and libc (the last
+# three are in every Debian image). libcurl is loaded at run time (dlopen) for Healthchecks pings.
 RUN export DEBIAN_FRONTEND=noninteractive \
     && apt-get update \
     && apt-get install -y --no-install-recommends \

@@ -10,7 +10,9 @@ let package = Package(
     ],
     targets: [
         // Everything that decides something lives in the library; `main` only hands over.
-        .target(name: "CloudBackupCore"),
+        .target(name: "CloudBackupCore", dependencies: ["CHTTPClient"]),
+        // Healthchecks pings through the system's libcurl, loaded only when a job pings (see its source).
+        .target(name: "CHTTPClient", linkerSettings: [.linkedLibrary("dl")]),
         .executableTarget(name: "cloud-backup", dependencies: ["CloudBackupCore"]),
         // Test helpers both test targets share (a Prometheus text-format parser).
         .target(name: "TestSupport", path: "Tests/TestSupport"),

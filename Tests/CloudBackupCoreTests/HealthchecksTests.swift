@@ -95,7 +95,7 @@ final class HealthchecksMonitorTests: XCTestCase {
         let recorder = Recorder()
         let transport = HTTPTransport { url, body, _ in
             recorder.add(url, body)
-            throw URLError(.cannotConnectToHost)
+            throw HTTPTransport.Failure(description: "Couldn't connect to server")
         }
         let warnings = Recorder()
         let log = Logger(sink: { warnings.add(URL(string: "x:")!, Data($0.utf8)) })
@@ -113,7 +113,7 @@ final class HealthchecksMonitorTests: XCTestCase {
     func testTheBudgetBoundsSlowServers() {
         let transport = HTTPTransport { _, _, timeout in
             Thread.sleep(forTimeInterval: timeout)
-            throw URLError(.timedOut)
+            throw HTTPTransport.Failure(description: "Timeout was reached")
         }
         let monitor = HealthchecksMonitor(check: URL(string: "https://hc.example/abc")!, transport: transport, secrets: [], log: Logger(sink: { _ in }),
                                           requestTimeout: 0.5, budgetSeconds: 1.5, retryDelays: [0.1, 0.2, 0.4])

@@ -1,7 +1,5 @@
+import CHTTPClient
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 
 /// The ping endpoints of one check (`../shared/notes/healthchecks-api.md`).
 public enum PingKind: Sendable, Equatable {
@@ -75,8 +73,9 @@ public enum Redactor {
     }
 }
 
-/// Sends one HTTP request and gives back the status and headers. A closure, so tests can count
-/// requests; the real one is URLSession.
+/// Sends one HTTP request and gives back the status and the headers we read. A closure, so tests can
+/// count requests; the real one is the system's libcurl, loaded on first use (not URLSession: linking
+/// FoundationNetworking costs every start of the binary ~10 MB and ~9 ms, pings or not).
 public struct HTTPTransport: Sendable {
     public struct Response: Sendable { public var status: Int; public var headers: [String: String] }
     public var send: @Sendable (_ url: URL, _ body: Data?, _ timeout: Double) throws -> Response
@@ -85,47 +84,26 @@ public struct HTTPTransport: Sendable {
         self.send = send
     }
 
-    public static let urlSession = HTTPTransport { url, body, timeout in
-        var request = URLRequest(url: url, cachePolicy: .reloadIgnoringLocalCacheData, timeoutInterval: timeout)
-        request.httpMethod = body == nil ? "GET" : "POST"
-        request.httpBody = body
-        if body != nil { request.setValue("text/plain; charset=utf-8", forHTTPHeaderField: "Content-Type") }
-        let box = ResponseBox()
-        let done = DispatchSemaphore(value: 0)
-        let session = URLSession(configuration: .ephemeral)
-        let task = session.dataTask(with: request) { _, response, error in
-            box.set(response as? HTTPURLResponse, error)
-            done.signal()
-        }
-        task.resume()
-        // URLSession's own timeout is for idle time; this bounds the whole request.
-        if done.wait(timeout: .now() + timeout + 1) == .timedOut {
-            task.cancel()
-            session.invalidateAndCancel()
-            throw URLError(.timedOut)
-        }
-        session.finishTasksAndInvalidate()
-        let (response, error) = box.get()
-        if let error { throw error }
-        guard let response else { throw URLError(.badServerResponse) }
-        var headers: [String: String] = [:]
-        for (key, value) in response.allHeaderFields {
-            if let key = key as? String, let value = value as? String { headers[key.lowercased()] = value }
-        }
-        return Response(status: response.statusCode, headers: headers)
+    public struct Failure: Error, CustomStringConvertible {
+        public var description: String
     }
-}
 
-private final class ResponseBox: @unchecked Sendable {
-    private let lock = NSLock()
-    private var response: HTTPURLResponse?
-    private var error: Error?
-    func set(_ response: HTTPURLResponse?, _ error: Error?) {
-        lock.lock(); self.response = response; self.error = error; lock.unlock()
-    }
-    func get() -> (HTTPURLResponse?, Error?) {
-        lock.lock(); defer { lock.unlock() }
-        return (response, error)
+    /// GET without a body, POST with one.
+    public static let libcurl = HTTPTransport { url, body, timeout in
+        var result = cb_http_result()
+        let milliseconds = max(1, Int(timeout * 1000))
+        let outcome: Int32 = url.absoluteString.withCString { address in
+            guard let body else { return cb_http_request(address, nil, 0, milliseconds, &result) }
+            var bytes = [CChar](repeating: 0, count: body.count + 1)
+            bytes.withUnsafeMutableBytes { _ = body.copyBytes(to: $0) }
+            return cb_http_request(address, bytes, body.count, milliseconds, &result)
+        }
+        guard outcome == 0 else {
+            let reason = withUnsafeBytes(of: result.error) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            throw Failure(description: reason)
+        }
+        let limit = withUnsafeBytes(of: result.ping_body_limit) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        return Response(status: result.status, headers: limit.isEmpty ? [:] : ["ping-body-limit": limit])
     }
 }
 
@@ -142,7 +120,7 @@ public final class HealthchecksMonitor: @unchecked Sendable {
     private let retryDelays: [Double]
     public private(set) var bodyLimit = PingBody.defaultLimit
 
-    public init(check: URL?, transport: HTTPTransport = .urlSession, secrets: [String], log: Logger,
+    public init(check: URL?, transport: HTTPTransport = .libcurl, secrets: [String], log: Logger,
                 requestTimeout: Double = 10, budgetSeconds: Double = 35, retryDelays: [Double] = [1, 2, 4]) {
         self.check = check
         self.runID = UUID().uuidString.lowercased()
@@ -183,7 +161,7 @@ public final class HealthchecksMonitor: @unchecked Sendable {
                 // A 4xx will not get better by asking again (except rate limiting).
                 if (400..<500).contains(response.status) && response.status != 429 { break }
             } catch {
-                lastProblem = Redactor.redact("\(error.localizedDescription)", secrets: secrets)
+                lastProblem = Redactor.redact("\(error)", secrets: secrets)
             }
             guard attempt < retryDelays.count else { break }
             let delay = retryDelays[attempt]

@@ -18,7 +18,7 @@ public struct JobContext: Sendable {
     public var stdoutIsTerminal: Bool
 
     public init(environment: [String: String], runner: any ProcessRunning = SystemProcessRunner(),
-                signals: SignalMonitor = .shared, log: Logger = Logger(), transport: HTTPTransport = .urlSession,
+                signals: SignalMonitor = .shared, log: Logger = Logger(), transport: HTTPTransport = .libcurl,
                 hostName: String = currentHostName(), sleep: @escaping @Sendable (Double) -> Void = { Thread.sleep(forTimeInterval: $0) },
                 backoffScale: Double = 1, stdoutIsTerminal: Bool = isatty(STDOUT_FILENO) == 1) {
         self.environment = environment

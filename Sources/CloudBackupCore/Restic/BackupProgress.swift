@@ -101,6 +101,18 @@ public final class BackupProgressReporter: @unchecked Sendable {
     }
 
     func handleOutput(_ line: Substring) {
+        // restic prints status lines many times a second: decide cheaply whether one is due before
+        // paying for JSON parsing.
+        if line.hasPrefix("{\"message_type\":\"status\"") {
+            let current = now()
+            lock.lock()
+            let due = current.timeIntervalSince(lastReport) >= interval
+            if due { lastReport = current }
+            lock.unlock()
+            guard due, let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else { return }
+            show(Self.progressLine(object))
+            return
+        }
         guard line.hasPrefix("{"), let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
               let type = object["message_type"] as? String else {
             if !line.isEmpty { show(String(line)) }

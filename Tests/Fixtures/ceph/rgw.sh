@@ -133,7 +133,8 @@ mon_up() { ceph_ mon stat; }
 osd_up() { [ "$(ceph_ osd stat -f json | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["num_up_osds"])')" = 1 ]; }
 s3_up() {
     # radosgw takes ~40 s to exit after "failed to bind address": fail at once instead.
-    if tail -n "+$RGW_LOG_FROM" "$DIR/logs/client.rgw.a.log" 2>/dev/null | grep -q 'failed initializing frontend'; then
+    if awk -v from="$RGW_LOG_FROM" 'NR >= from && /failed initializing frontend/ { found = 1 } END { exit !found }' \
+        "$DIR/logs/client.rgw.a.log" 2>/dev/null; then
         return 99
     fi
     [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/")" = 200 ]
