@@ -90,10 +90,22 @@ static void load_curl(void) {
     curl.loaded = 1;
 }
 
-static size_t discard_body(char *data, size_t size, size_t count, void *context) {
-    (void)data;
-    (void)context;
-    return size * count;
+typedef struct {
+    char *bytes;
+    size_t capacity;
+    size_t length;
+} answer_buffer;
+
+static size_t keep_body(char *data, size_t size, size_t count, void *context) {
+    answer_buffer *answer = context;
+    size_t length = size * count;
+    if (answer && answer->bytes) {
+        size_t room = answer->capacity - answer->length;
+        size_t taken = length < room ? length : room;
+        memcpy(answer->bytes + answer->length, data, taken);
+        answer->length += taken;
+    }
+    return length;
 }
 
 static size_t read_header(char *data, size_t size, size_t count, void *context) {
@@ -114,7 +126,14 @@ static size_t read_header(char *data, size_t size, size_t count, void *context) 
 }
 
 int cb_http_request(const char *url, const char *body, size_t body_length, long timeout_ms, cb_http_result *result) {
+    return cb_http_exchange(url, body, body_length, "text/plain; charset=utf-8", timeout_ms, result, NULL, 0, NULL);
+}
+
+int cb_http_exchange(const char *url, const char *body, size_t body_length, const char *content_type, long timeout_ms,
+                     cb_http_result *result, char *answer_bytes, size_t capacity, size_t *answer_length) {
     memset(result, 0, sizeof *result);
+    answer_buffer answer = {answer_bytes, capacity, 0};
+    if (answer_length) *answer_length = 0;
     pthread_once(&load_once, load_curl);
     if (!curl.loaded) {
         snprintf(result->error, sizeof result->error, "%s", curl.problem);
@@ -132,12 +151,14 @@ int cb_http_request(const char *url, const char *body, size_t body_length, long 
     curl.easy_setopt(handle, OPT_TIMEOUT_MS, timeout_ms);
     curl.easy_setopt(handle, OPT_CONNECTTIMEOUT_MS, timeout_ms);
     curl.easy_setopt(handle, OPT_USERAGENT, "cloud-backup");
-    curl.easy_setopt(handle, OPT_WRITEFUNCTION, discard_body);
-    curl.easy_setopt(handle, OPT_WRITEDATA, (void *)NULL);
+    curl.easy_setopt(handle, OPT_WRITEFUNCTION, keep_body);
+    curl.easy_setopt(handle, OPT_WRITEDATA, (void *)&answer);
     curl.easy_setopt(handle, OPT_HEADERFUNCTION, read_header);
     curl.easy_setopt(handle, OPT_HEADERDATA, (void *)result);
     if (body) {
-        headers = curl.slist_append(headers, "Content-Type: text/plain; charset=utf-8");
+        char content_type_header[200];
+        snprintf(content_type_header, sizeof content_type_header, "Content-Type: %s", content_type ? content_type : "text/plain");
+        headers = curl.slist_append(headers, content_type_header);
         curl.easy_setopt(handle, OPT_HTTPHEADER, headers);
         curl.easy_setopt(handle, OPT_POST, 1L);
         curl.easy_setopt(handle, OPT_POSTFIELDSIZE_LARGE, (int64_t)body_length);
@@ -155,5 +176,6 @@ int cb_http_request(const char *url, const char *body, size_t body_length, long 
     }
     if (headers) curl.slist_free_all(headers);
     curl.easy_cleanup(handle);
+    if (answer_length) *answer_length = answer.length;
     return outcome;
 }

@@ -45,7 +45,7 @@ final class ConfigurationTests: XCTestCase {
         let both = try load(["RESTIC_PASSWORD": "pw", "BACKUP_REMOTE": "s3remote:bucket/path", "AAI_USER": "alice", "BACKUP_BUCKET": "b"])
         XCTAssertEqual(both.destination, .rcloneRemote("s3remote:bucket/path"))
         XCTAssertEqual(both.destination.directResticRepository, "rclone:s3remote:bucket/path")
-        let infn = try load(["RESTIC_PASSWORD": "pw", "AAI_USER": "alice", "BACKUP_BUCKET": "vm1"])
+        let infn = try load(["RESTIC_PASSWORD": "pw", "AAI_USER": "alice", "BACKUP_BUCKET": "vm1", "OIDC_PASSWORD": "agent-pw"])
         XCTAssertEqual(infn.destination, .infnCloud(user: "alice", bucket: "vm1"))
         XCTAssertEqual(infn.destination.rclonePath, "infncloud:/alice/vm1")
         let local = try load(["RESTIC_PASSWORD": "pw", "BACKUP_REMOTE": "/srv/backups/"])
@@ -131,6 +131,42 @@ final class ConfigurationTests: XCTestCase {
         XCTAssertTrue(problems(["RESTIC_PASSWORD": "pw", "AAI_USER": "alice"])[0].hasPrefix("AAI_USER is set but BACKUP_BUCKET is not"))
         XCTAssertTrue(problems(["RESTIC_PASSWORD": "pw", "BACKUP_BUCKET": "b"])[0].hasPrefix("BACKUP_BUCKET is set but AAI_USER is not"))
         XCTAssertTrue(problems(["RESTIC_PASSWORD": "pw", "AAI_USER": "a/b", "BACKUP_BUCKET": "/x"]).count == 2)
+        XCTAssertTrue(problems(["RESTIC_PASSWORD": "pw", "AAI_USER": "alice", "BACKUP_BUCKET": "b"])[0].hasPrefix("OIDC_PASSWORD is not set"))
+    }
+
+    func testInfnDefaultsOverridesAndChildEnvironment() throws {
+        let configuration = try load(["RESTIC_PASSWORD": "pw", "AAI_USER": "alice", "BACKUP_BUCKET": "vm1", "OIDC_PASSWORD": "agent-pw",
+                                      "AWS_ACCESS_KEY_ID": "stray", "CLOUD_BACKUP_STATE_DIR": "/state"])
+        let infn = try XCTUnwrap(configuration.infn)
+        XCTAssertEqual(infn.issuer.absoluteString, "https://iam.cloud.infn.it/")
+        XCTAssertEqual(infn.s3Endpoint.absoluteString, "https://rgw.cloud.infn.it/")
+        XCTAssertEqual(infn.roleName, "IAMaccess")
+        XCTAssertEqual(infn.audience, "object")
+        XCTAssertEqual(infn.accountName, "infncloud")
+        XCTAssertEqual(infn.stsDurationSeconds, 900)
+        XCTAssertEqual(infn.refreshTokenMinimumDays, 7)
+        let child = configuration.childEnvironment
+        XCTAssertEqual(child["OIDC_SOCK"], "/state/oidc-agent.sock")
+        XCTAssertEqual(child["AWS_CONFIG_FILE"], "/state/aws-config")
+        XCTAssertEqual(child["AWS_PROFILE"], "cloud-backup")
+        XCTAssertNil(child["AWS_ACCESS_KEY_ID"], "stray keys would win over the profile")
+        XCTAssertNil(child["OIDC_PASSWORD"], "only oidc-agent's commands get the password")
+        XCTAssertTrue(configuration.secrets.contains("agent-pw"))
+
+        let overridden = try load(["RESTIC_PASSWORD": "pw", "AAI_USER": "alice", "BACKUP_BUCKET": "vm1", "OIDC_PASSWORD": "agent-pw",
+                                   "OIDC_ISSUER_URL": "http://127.0.0.1:9000/", "S3_ENDPOINT_URL": "http://127.0.0.1:7480",
+                                   "STS_ROLE_NAME": "r", "OIDC_AUDIENCE": "aud", "OIDC_ACCOUNT": "acct", "STS_DURATION_SECONDS": "3600"])
+        XCTAssertEqual(overridden.infn?.issuer.absoluteString, "http://127.0.0.1:9000/")
+        XCTAssertEqual(overridden.childEnvironment["STS_DURATION_SECONDS"], "3600")
+    }
+
+    func testBadInfnValues() {
+        let found = problems(["RESTIC_PASSWORD": "pw", "AAI_USER": "alice", "BACKUP_BUCKET": "vm1", "OIDC_PASSWORD": "agent-pw",
+                              "OIDC_ISSUER_URL": "iam.example", "STS_DURATION_SECONDS": "60", "OIDC_ACCOUNT": "a b",
+                              "REFRESH_TOKEN_MIN_DAYS": "soon", "OIDC_TOKEN_CHECK_URL": "nope"])
+        for prefix in ["OIDC_ISSUER_URL=iam.example", "STS_DURATION_SECONDS=60", "OIDC_ACCOUNT=a b", "REFRESH_TOKEN_MIN_DAYS=soon", "OIDC_TOKEN_CHECK_URL:"] {
+            XCTAssertTrue(found.contains { $0.hasPrefix(prefix) }, "missing \(prefix) in \(found)")
+        }
     }
 
     func testRcloneConfigMustExistForANamedRemote() {

@@ -526,13 +526,14 @@ def test_ofelia_config():
     container = compose_config()["services"]["cloud-backup"]["container_name"]
     execs = ofelia_jobs("job-exec")
     locals_ = ofelia_jobs("job-local")
-    assert set(execs) == {"check-refresh-token", "backup", "forget"}
+    assert set(execs) == {"check-refresh-token", "backup", "forget", "check"}
     assert set(locals_) == {"clean-logs"}
-    expected_hour = {"check-refresh-token": "1", "backup": "2", "forget": "3", "clean-logs": "4"}
+    expected_hour = {"check-refresh-token": "1", "backup": "2", "forget": "3", "clean-logs": "4", "check": "5"}
     for name, job in {**execs, **locals_}.items():
         assert valid_ofelia_schedule(job["schedule"]), f"{name}: {job['schedule']!r}"
         assert job["schedule"].split()[2] == expected_hour[name], f"{name}: {job['schedule']!r}"
         assert not re.search(r"[;#]", job["command"]), "ofelia would cut the command at ; or #"
+    assert execs["check"]["schedule"].split()[5] == "0", "the integrity check runs weekly (Sundays)"
     # ofelia (gcfg) refuses keys it does not know: keep to the documented ones.
     known = {"job-exec": {"schedule", "command", "container", "user", "tty", "environment", "no-overlap"},
              "job-local": {"schedule", "command", "dir", "environment", "no-overlap"}}

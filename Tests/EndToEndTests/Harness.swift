@@ -144,10 +144,36 @@ final class Sandbox: @unchecked Sendable {
         (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
     }
 
+    /// Every process below `pid` (children first found by their parent PID), to stop them all.
+    func descendants(of pid: pid_t) -> [pid_t] {
+        var parents: [pid_t: pid_t] = [:]
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let child = Int32(entry), let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { continue }
+            let fields = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")
+            if fields.count > 1, let parent = Int32(fields[1]) { parents[child] = parent }
+        }
+        var found: [pid_t] = []
+        var frontier = [pid]
+        while let next = frontier.popLast() {
+            let children = parents.filter { $0.value == next }.map(\.key)
+            found += children
+            frontier += children
+        }
+        return found
+    }
+
+    /// Stops what the test started, by PID: SIGTERM (start-server stops its rclone), then SIGKILL for
+    /// the process and anything below it that is still there.
     func cleanup() {
         for process in background where !process.hasExited {
-            process.send(SIGKILL)
-            _ = process.wait()
+            let below = descendants(of: process.pid)
+            process.send(SIGTERM)
+            if waitForExit(process, seconds: 10) == nil {
+                process.send(SIGKILL)
+                _ = process.wait()
+            }
+            for pid in below { kill(pid, SIGKILL) }
         }
         if ProcessInfo.processInfo.environment["KEEP_E2E_SANDBOX"] == nil {
             try? FileManager.default.removeItem(atPath: root)

@@ -18,4 +18,9 @@ typedef struct {
 /// libcurl could not be loaded (see `error`).
 int cb_http_request(const char *url, const char *body, size_t body_length, long timeout_ms, cb_http_result *result);
 
+/// The same, with the body's content type and the answer's body kept (up to `capacity` bytes in
+/// `answer`; `answer_length` tells how many).
+int cb_http_exchange(const char *url, const char *body, size_t body_length, const char *content_type, long timeout_ms,
+                     cb_http_result *result, char *answer, size_t capacity, size_t *answer_length);
+
 #endif

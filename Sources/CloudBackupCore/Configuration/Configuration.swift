@@ -63,6 +63,9 @@ public struct Configuration: Sendable {
     /// Each Healthchecks request's timeout; a ping's retries all fit in `pingBudgetSeconds`.
     public var pingTimeoutSeconds: Int
     public var pingBudgetSeconds: Double { min(35, Double(pingTimeoutSeconds) * 3 + 5) }
+    /// INFN Cloud login (oidc-agent and STS), when the destination is INFN Cloud storage.
+    public var infn: InfnSettings?
+    public var infnPaths: InfnSettings.Paths
     /// Values that must never appear in a log line or a ping body.
     public var secrets: [String]
     /// The environment the tools get: ours, minus what must not leak into them.
@@ -102,7 +105,8 @@ public let readFileFromDisk: FileReader = { path in
 
 public enum ConfigurationLoader {
     /// Variables that may be given as NAME_FILE (Docker secrets). RESTIC_PASSWORD_FILE is restic's own.
-    static let fileBackedSecrets = ["RESTIC_REST_USERNAME", "RESTIC_REST_PASSWORD", "BACKUP_CHECK_URL", "FORGET_CHECK_URL", "CHECK_CHECK_URL"]
+    static let fileBackedSecrets = ["RESTIC_REST_USERNAME", "RESTIC_REST_PASSWORD", "BACKUP_CHECK_URL", "FORGET_CHECK_URL", "CHECK_CHECK_URL",
+                                    "OIDC_PASSWORD", "OIDC_TOKEN_CHECK_URL"]
 
     /// Parses and validates everything, reporting every problem at once.
     public static func load(
@@ -226,6 +230,15 @@ public enum ConfigurationLoader {
         }
 
         let destination = parseDestination(environment, stateDirectory: stateDirectory, problems: &problems)
+        let oidcPassword = secret("OIDC_PASSWORD")
+        var infn: InfnSettings?
+        var infnEnvironment = environment
+        if let tokenURL = secret("OIDC_TOKEN_CHECK_URL") { infnEnvironment["OIDC_TOKEN_CHECK_URL"] = tokenURL }
+        if case .infnCloud(let user, let bucket)? = destination {
+            infn = infnSettings(user: user, bucket: bucket, environment: infnEnvironment, password: oidcPassword, problems: &problems)
+            secrets += [oidcPassword, infn?.tokenCheckURL?.absoluteString, infn?.clientSecret].compactMap { $0 }
+        }
+        let infnPaths = InfnSettings.paths(stateDirectory: stateDirectory, environment: environment)
         if let configPath = environment["RCLONE_CONFIG"], destination.map(needsRcloneConfig) == true,
            !FileManager.default.fileExists(atPath: configPath) {
             problems.append("RCLONE_CONFIG=\(configPath): the file does not exist; point it to the rclone.conf that defines the remote (create one with `rclone config`).")
@@ -252,8 +265,11 @@ public enum ConfigurationLoader {
             lockWaitSeconds: lockWait,
             stopGraceSeconds: grace,
             pingTimeoutSeconds: pingTimeout,
+            infn: infn,
+            infnPaths: infnPaths,
             secrets: secrets.filter { $0.count >= 4 },
-            childEnvironment: childEnvironment(from: rawEnvironment))
+            childEnvironment: infn.map { infnChildEnvironment(childEnvironment(from: rawEnvironment), settings: $0, paths: infnPaths) }
+                ?? childEnvironment(from: rawEnvironment))
     }
 
     static func parseDestination(_ environment: [String: String], stateDirectory: String, problems: inout [String]) -> Destination? {
@@ -313,6 +329,8 @@ public enum ConfigurationLoader {
     static func childEnvironment(from environment: [String: String]) -> [String: String] {
         var child = environment
         child.removeValue(forKey: "AWS_CA_BUNDLE")
+        // Only oidc-agent's own commands get the account password, and explicitly.
+        child.removeValue(forKey: "OIDC_PASSWORD")
         for name in fileBackedSecrets { child.removeValue(forKey: "\(name)_FILE") }
         return child
     }
