@@ -13,7 +13,11 @@ final class SubcommandTests: XCTestCase {
         XCTAssertEqual(try Subcommand.parse(["start-server"]), .startServer)
         XCTAssertEqual(try Subcommand.parse(["server-status"]), .serverStatus)
         XCTAssertEqual(try Subcommand.parse(["--version"]), .version)
-        XCTAssertEqual(try Subcommand.parse(["config"]), .notYetAvailable("config"))
+        XCTAssertEqual(try Subcommand.parse(["config"]), .config)
+        XCTAssertEqual(try Subcommand.parse(["reauth"]), .reauth)
+        XCTAssertEqual(try Subcommand.parse(["check-refresh-token"]), .checkRefreshToken)
+        XCTAssertEqual(try Subcommand.parse(["aws-credential-process"]), .credentialProcess)
+        XCTAssertEqual(try Subcommand.parse(["config", "--help"]), .help(topic: "config"))
     }
 
     func testUsageErrors() {
@@ -27,7 +31,7 @@ final class SubcommandTests: XCTestCase {
     }
 
     func testEveryTopicHasHelp() {
-        for name in Subcommand.names + Subcommand.plannedNames {
+        for name in Subcommand.names + ["aws-credential-process"] {
             XCTAssertNotNil(HelpText.text(for: name), name)
         }
         XCTAssertNil(HelpText.text(for: "nope"))

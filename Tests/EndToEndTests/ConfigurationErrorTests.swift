@@ -76,9 +76,9 @@ final class ConfigurationErrorTests: XCTestCase {
             XCTAssertEqual(help.status, .exited(0), topic)
             XCTAssertTrue(help.standardOutput.hasPrefix(topic.contains(" ") ? "Usage: cloud-backup" : "cloud-backup "), "\(topic): \(help.standardOutput)")
         }
-        let planned = try sandbox.run(["config"])
-        XCTAssertEqual(planned.status, .exited(64))
-        XCTAssertTrue(planned.standardError.contains("is not in this version yet"))
+        let reauth = try sandbox.run(["reauth"])
+        XCTAssertEqual(reauth.status, .exited(64))
+        XCTAssertTrue(reauth.standardError.contains("reauth is for INFN Cloud storage"), reauth.standardError)
     }
 
     func testMissingResticIsUnavailableAndPinged() throws {

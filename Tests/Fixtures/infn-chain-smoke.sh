@@ -56,7 +56,15 @@ cleanup() {
     set +e
     say "cleanup"
     if [ -n "$GEN_PID" ] && kill -0 "$GEN_PID" 2>/dev/null; then kill "$GEN_PID"; wait_gone "$GEN_PID"; fi
-    if [ -n "$AGENT_PID" ]; then kill "$AGENT_PID" 2>/dev/null; wait_gone "$AGENT_PID"; echo "oidc-agent $AGENT_PID stopped"; fi
+    if [ -n "$AGENT_PID" ]; then
+        # The agent forks workers (e.g. a re-authentication poller) that outlive the dpid: also end its
+        # process group (its own session, made by the agent's first fork), never our own group.
+        local pgid
+        pgid=$(awk '{ print $5 }' "/proc/$AGENT_PID/stat" 2>/dev/null || true)
+        kill "$AGENT_PID" 2>/dev/null; wait_gone "$AGENT_PID"
+        if [ -n "$pgid" ] && [ "$pgid" != "$(awk '{ print $5 }' /proc/$$/stat)" ]; then kill -- "-$pgid" 2>/dev/null; fi
+        echo "oidc-agent $AGENT_PID stopped"
+    fi
     if [ -n "$IDP_PID" ]; then kill "$IDP_PID" 2>/dev/null; wait_gone "$IDP_PID"; echo "IdP $IDP_PID stopped"; fi
     if [ "$RGW_STARTED" = 1 ]; then "$RGW" stop "$RGW_DIR"; fi
     if [ "${KEEP_WORK:-0}" = 1 ] || [ $rc -ne 0 ]; then
@@ -108,7 +116,9 @@ say "4. oidc-agent with its own socket"
 export OIDC_CONFIG_DIR="$WORK/oidc-agent"
 mkdir -p "$OIDC_CONFIG_DIR"
 t=$(t_now)
-AGENT_JSON=$(oidc-agent --json -a "$WORK/agent.sock")
+# --no-autoreauthenticate: else, after an invalid_grant, the agent starts a device flow of its own and
+# later oidc-token calls block until that flow's device code expires. --no-autoload: never prompt.
+AGENT_JSON=$(oidc-agent --json -a "$WORK/agent.sock" --no-autoreauthenticate --no-autoload)
 AGENT_PID=$(echo "$AGENT_JSON" | jq -r .dpid)
 export OIDC_SOCK; OIDC_SOCK=$(echo "$AGENT_JSON" | jq -r .socket)
 record "oidc-agent start" "$(t_since "$t")"

@@ -16,10 +16,13 @@ public enum Subcommand: Equatable, Sendable {
     case forget([String])
     case check([String])
     case restic([String])
-    case notYetAvailable(String)
+    case config
+    case reauth
+    case checkRefreshToken
+    case credentialProcess
 
-    public static let names = ["start-server", "server-status", "backup", "forget", "check", "status", "restic", "help"]
-    static let plannedNames = ["config", "reauth", "check-refresh-token"]
+    public static let names = ["config", "start-server", "server-status", "backup", "forget", "check", "status",
+                               "check-refresh-token", "reauth", "restic", "help"]
 
     /// Reads argv (without the program name).
     public static func parse(_ arguments: [String]) throws -> Subcommand {
@@ -59,8 +62,17 @@ public enum Subcommand: Equatable, Sendable {
         case "restic":
             // Everything goes to restic, `--help` included: this is restic with the repository preset.
             return .restic(rest)
-        case _ where plannedNames.contains(first):
-            return asksHelp ? .help(topic: first) : .notYetAvailable(first)
+        case "config", "reauth", "check-refresh-token", "aws-credential-process":
+            if asksHelp { return .help(topic: first) }
+            if let unexpected = rest.first {
+                throw CloudBackupError.usage("\(first) takes no arguments (got \(shellQuoted(unexpected))); it is configured by environment variables, see `cloud-backup \(first) --help`.")
+            }
+            switch first {
+            case "config": return .config
+            case "reauth": return .reauth
+            case "check-refresh-token": return .checkRefreshToken
+            default: return .credentialProcess
+            }
         default:
             let hint = first.hasPrefix("-") ? "" : (suggestion(for: first).map { " Did you mean `\($0)`?" } ?? "")
             throw CloudBackupError.usage("unknown subcommand or option \(shellQuoted(first)).\(hint) Run `cloud-backup --help` for the list.")
@@ -69,7 +81,7 @@ public enum Subcommand: Equatable, Sendable {
 
     /// The closest subcommand within two typos.
     static func suggestion(for word: String) -> String? {
-        (names + plannedNames)
+        names
             .map { ($0, editDistance(word, $0)) }
             .filter { $0.1 <= 2 }
             .min { $0.1 < $1.1 }?.0
@@ -123,15 +135,15 @@ public enum CommandLineInterface {
             let secrets = ["RESTIC_PASSWORD", "RESTIC_REST_PASSWORD"].compactMap { environment[$0] }
             print(Redactor.redact(text, secrets: secrets), terminator: "")
             return checks.allSatisfy(\.ok) ? ExitCode.success : ExitCode.failure
-        case .notYetAvailable(let name):
-            writeStandardError("cloud-backup: error: `\(name)` (INFN Cloud login) is not in this version yet. For any other destination, define an rclone remote (`rclone config`) and set BACKUP_REMOTE=remote:path.\n")
-            return ExitCode.usage
+        case .credentialProcess:
+            prepareProcess()
+            return CredentialProcess.run(environment: environment)
         default:
             break
         }
 
         prepareProcess()
-        let needs: ConfigurationNeeds = (command == .startServer || command == .serverStatus) ? [] : [.repositoryPassword]
+        let needs: ConfigurationNeeds = [.startServer, .serverStatus, .reauth, .checkRefreshToken].contains(command) ? [] : [.repositoryPassword]
         let log = Logger()
         let configuration: Configuration
         do {
@@ -165,7 +177,14 @@ public enum CommandLineInterface {
             return ResticJob(kind: .check, userArguments: arguments, configuration: configuration, context: context).run()
         case .restic(let arguments):
             return ResticPassthrough(arguments: arguments, configuration: configuration, context: context).run()
-        case .help, .version, .notYetAvailable, .status:
+        case .config, .reauth, .checkRefreshToken:
+            let login = InfnLogin(configuration: configuration, context: context, interactive: isatty(STDIN_FILENO) == 1 || isatty(STDOUT_FILENO) == 1)
+            switch command {
+            case .config: return login.configure()
+            case .reauth: return login.reauthenticate()
+            default: return login.checkRefreshToken()
+            }
+        case .help, .version, .status, .credentialProcess:
             return ExitCode.software
         }
     }
@@ -183,6 +202,7 @@ public enum CommandLineInterface {
         case .backup: variable = "BACKUP_CHECK_URL"
         case .forget: variable = "FORGET_CHECK_URL"
         case .check: variable = "CHECK_CHECK_URL"
+        case .checkRefreshToken: variable = "OIDC_TOKEN_CHECK_URL"
         default: return
         }
         guard let text = environment[variable], !text.isEmpty, let url = URL(string: text),

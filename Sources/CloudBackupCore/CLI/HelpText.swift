@@ -12,7 +12,10 @@ public enum HelpText {
         case "check": return check
         case "status": return status
         case "restic": return restic
-        case "config", "reauth", "check-refresh-token": return planned(topic!)
+        case "config": return config
+        case "reauth": return reauth
+        case "check-refresh-token": return checkRefreshToken
+        case "aws-credential-process": return credentialProcess
         case "help": return overview
         default: return nil
         }
@@ -24,12 +27,15 @@ public enum HelpText {
     Usage: cloud-backup <subcommand> [arguments…]
 
     Subcommands:
+      config              Set up: INFN Cloud login (device flow), storage access, the repository. Idempotent.
       start-server        Serve the destination to restic over HTTP (rclone serve restic), in the foreground.
       server-status       Exit 0 if the REST server answers on 127.0.0.1:RESTIC_REST_PORT (for health checks).
       backup [ARGS…]      Run `restic backup ARGS…`, creating the repository on first use; pings BACKUP_CHECK_URL.
       forget [ARGS…]      Run `restic forget ARGS…` (e.g. --keep-within 1m --prune); pings FORGET_CHECK_URL.
       check [ARGS…]       Run `restic check ARGS…` (e.g. --read-data-subset 5%); pings CHECK_CHECK_URL.
       status [--json]     Check every moving part; a ✓/✗ checklist with the fix for each ✗ (exit 0 if all is well).
+      check-refresh-token Ping OIDC_TOKEN_CHECK_URL with the INFN login's days left; fail under REFRESH_TOKEN_MIN_DAYS.
+      reauth              Renew the INFN Cloud login (device flow again) before it expires.
       restic [ARGS…]      Run restic with the repository and password preset (snapshots, restore, check, …).
       help [SUBCOMMAND]   Show this help, or a subcommand's.
 
@@ -38,6 +44,18 @@ public enum HelpText {
       AAI_USER + BACKUP_BUCKET   INFN Cloud storage: infncloud:/<AAI_USER>/<BACKUP_BUCKET>.
       (neither)                  A local directory: $CLOUD_BACKUP_STATE_DIR/repository.
       RCLONE_CONFIG              rclone's configuration file (rclone's own variable).
+
+    INFN Cloud login (with AAI_USER + BACKUP_BUCKET):
+      OIDC_PASSWORD              Unlocks the oidc-agent account holding your login (chosen at `config`).
+      OIDC_TOKEN_CHECK_URL       Healthchecks ping URL of check-refresh-token.
+      REFRESH_TOKEN_MIN_DAYS     check-refresh-token fails below this many days left (default 7).
+      OIDC_ACCOUNT               oidc-agent account name (default infncloud).
+      OIDC_ISSUER_URL, S3_ENDPOINT_URL, STS_ROLE_NAME, OIDC_AUDIENCE, OIDC_SCOPES
+                                 INFN's IAM, RGW, role IAMaccess, audience object, scopes (defaults: INFN's).
+      OIDC_CLIENT_ID, OIDC_CLIENT_SECRET
+                                 A registered client (default: dynamic client registration).
+      STS_DURATION_SECONDS       Lifetime asked for the S3 keys (900–43200, default 900).
+      CREDENTIAL_MARGIN_SECONDS  Keys are renewed this long before they expire (default 300).
 
     Repository and REST server:
       RESTIC_PASSWORD            The repository password (or RESTIC_PASSWORD_FILE / RESTIC_PASSWORD_COMMAND).
@@ -155,12 +173,40 @@ public enum HelpText {
     `cloud-backup restic --help` shows restic's help.
     """
 
-    static func planned(_ name: String) -> String {
-        """
-        Usage: cloud-backup \(name)
+    static let config = """
+    Usage: cloud-backup config
 
-        `\(name)` belongs to INFN Cloud login support (oidc-agent and STS credentials), which is not in
-        this version yet. Other destinations need no login step: configure an rclone remote and set BACKUP_REMOTE.
-        """
-    }
+    Guided, idempotent set-up. For INFN Cloud storage (AAI_USER, BACKUP_BUCKET, OIDC_PASSWORD):
+    starts oidc-agent if needed; the first time, logs you in with the device flow (open the address
+    shown, enter the code; needs a terminal: `docker compose run --rm cloud-backup config`); writes the
+    infncloud rclone remote and its AWS profile (mode 0600); checks the bucket path (creating it if
+    missing). For every destination: creates the repository if there is none (only over a listing
+    that shows none). Run again at any time: it checks everything, changes nothing that is right, and
+    starts no new login.
+    """
+
+    static let reauth = """
+    Usage: cloud-backup reauth
+
+    Renews the INFN Cloud login (the refresh token lasts 30 days): the device flow again for the
+    existing oidc-agent account, then the account is reloaded into the running agent and the new expiry
+    printed. Needs a terminal: `docker compose run --rm cloud-backup reauth`.
+    """
+
+    static let checkRefreshToken = """
+    Usage: cloud-backup check-refresh-token
+
+    Reads the refresh token from the oidc-agent account and pings OIDC_TOKEN_CHECK_URL: success with
+    "N days left (expires …)" while more than REFRESH_TOKEN_MIN_DAYS (default 7) remain; failure, with
+    the command to run (`docker compose run --rm cloud-backup reauth`), when fewer remain, when it has
+    expired, or when it cannot be read. Exit 0 on success, non-zero on failure.
+    """
+
+    static let credentialProcess = """
+    Usage: cloud-backup aws-credential-process   (run by rclone, not by people)
+
+    The AWS credential_process of the infncloud remote: asks oidc-agent (OIDC_SOCK) for an access
+    token for OIDC_AUDIENCE, exchanges it at S3_ENDPOINT_URL with STS AssumeRoleWithWebIdentity
+    (role STS_ROLE_NAME), and prints the keys as JSON, with an expiration CREDENTIAL_MARGIN_SECONDS early.
+    """
 }

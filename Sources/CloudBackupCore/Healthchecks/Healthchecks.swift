@@ -1,4 +1,3 @@
-import CHTTPClient
 import Foundation
 
 /// The ping endpoints of one check (`../shared/notes/healthchecks-api.md`).
@@ -90,20 +89,8 @@ public struct HTTPTransport: Sendable {
 
     /// GET without a body, POST with one.
     public static let libcurl = HTTPTransport { url, body, timeout in
-        var result = cb_http_result()
-        let milliseconds = max(1, Int(timeout * 1000))
-        let outcome: Int32 = url.absoluteString.withCString { address in
-            guard let body else { return cb_http_request(address, nil, 0, milliseconds, &result) }
-            var bytes = [CChar](repeating: 0, count: body.count + 1)
-            bytes.withUnsafeMutableBytes { _ = body.copyBytes(to: $0) }
-            return cb_http_request(address, bytes, body.count, milliseconds, &result)
-        }
-        guard outcome == 0 else {
-            let reason = withUnsafeBytes(of: result.error) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            throw Failure(description: reason)
-        }
-        let limit = withUnsafeBytes(of: result.ping_body_limit) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-        return Response(status: result.status, headers: limit.isEmpty ? [:] : ["ping-body-limit": limit])
+        let answer = try HTTPClient.exchange(url: url, body: body, timeout: timeout)
+        return Response(status: answer.status, headers: answer.pingBodyLimit.isEmpty ? [:] : ["ping-body-limit": answer.pingBodyLimit])
     }
 }
 

@@ -41,6 +41,13 @@ public struct RestServer {
                 return failure.exitCode
             }
         }
+        do {
+            try InfnSetup.prepare(configuration, context: context)
+        } catch {
+            let failure = error as? CloudBackupError ?? .internalError("\(error)")
+            log.error(failure.description)
+            return failure.exitCode
+        }
         let authenticated = configuration.restCredentials != nil
         let address = RcloneCommand.listenAddress(port: configuration.restPort, authenticated: authenticated)
         if authenticated {

@@ -113,6 +113,13 @@ public struct ResticJob {
             return failure(error.exitCode, "\(kind.rawValue) failed: restic is not installed")
         }
 
+        do {
+            try InfnSetup.prepare(configuration, context: context)
+        } catch {
+            let failure = error as? CloudBackupError ?? .internalError("\(error)")
+            log.error(failure.description)
+            return Report(exitCode: failure.exitCode, summary: "\(kind.rawValue) not run: \(failure.description)", output: "", notes: notes)
+        }
         let route = RouteFinder.find(configuration: configuration, log: log, deletes: kind == .forget)
         note("\(kind.rawValue) using \(route)")
         let arguments = kind.arguments(userArguments, host: configuration.resticHost)

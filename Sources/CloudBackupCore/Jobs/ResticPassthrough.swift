@@ -17,6 +17,13 @@ public struct ResticPassthrough {
     }
 
     public func run() -> Int32 {
+        do {
+            try InfnSetup.prepare(configuration, context: context)
+        } catch {
+            let failure = error as? CloudBackupError ?? .internalError("\(error)")
+            context.log.error(failure.description)
+            return failure.exitCode
+        }
         let subcommand = arguments.first { !$0.hasPrefix("-") }
         let route = RouteFinder.find(configuration: configuration, log: context.log,
                                      deletes: subcommand.map(RouteFinder.deletingCommands.contains) ?? false)

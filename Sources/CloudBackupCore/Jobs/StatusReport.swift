@@ -47,6 +47,7 @@ public struct StatusReport {
         let haveRestic = checks.contains { $0.name == "restic" && $0.ok }
         let haveRclone = checks.contains { $0.name == "rclone" && $0.ok }
 
+        if configuration.infn != nil { checks += loginChecks(configuration) }
         checks.append(destinationCheck(configuration, haveRclone: haveRclone))
         let route = RouteFinder.find(configuration: configuration, log: Logger(sink: { _ in }))
         if haveRestic {
@@ -75,6 +76,42 @@ public struct StatusReport {
             }
             return .pass(tool, result.standardOutput.split(separator: "\n").first.map(String.init) ?? tool)
         }
+    }
+
+    /// INFN mode: the agent, the account, and the refresh token's days left. Starts nothing.
+    private func loginChecks(_ configuration: Configuration) -> [StatusCheck] {
+        guard let agent = InfnSetup.agent(configuration, context: context), let settings = configuration.infn else { return [] }
+        guard ExecutableLookup.resolve("oidc-agent", environment: configuration.childEnvironment) != nil else {
+            return [.fail("oidc-agent", "not found on PATH", fix: "install it (Debian/Ubuntu: apt-get install oidc-agent-cli)")]
+        }
+        var checks: [StatusCheck] = []
+        if let accounts = agent.loadedAccounts() {
+            checks.append(.pass("oidc-agent", "running on \(configuration.infnPaths.agentSocket)"))
+            checks.append(accounts.contains(settings.accountName)
+                ? .pass("login", "account \(settings.accountName) loaded")
+                : .fail("login", "account \(settings.accountName) is not loaded", fix: "start the server (it loads the account) or run `cloud-backup config`"))
+        } else {
+            checks.append(.fail("oidc-agent", "not running on \(configuration.infnPaths.agentSocket)",
+                                fix: "start the server: `cloud-backup start-server` (Docker: `docker compose up -d`) starts it"))
+        }
+        do {
+            switch RefreshTokenLifetime.of(try agent.refreshToken()) {
+            case .expires(let date):
+                let days = date.timeIntervalSinceNow / 86_400
+                checks.append(days >= Double(settings.refreshTokenMinimumDays)
+                    ? .pass("login", "refresh token valid for \(Int(days)) more days")
+                    : .fail("login", days <= 0 ? "the refresh token has expired" : "the refresh token expires in \(Int(days)) days",
+                            fix: "run `docker compose run --rm cloud-backup reauth`"))
+            case .never:
+                checks.append(.pass("login", "the refresh token does not expire"))
+            case .unreadable(let reason):
+                checks.append(.fail("login", reason, fix: "run `docker compose run --rm cloud-backup reauth`"))
+            }
+        } catch {
+            let failure = error as? CloudBackupError ?? .internalError("\(error)")
+            checks.append(.fail("login", failure.description, fix: "run `cloud-backup config`"))
+        }
+        return checks
     }
 
     private func destinationCheck(_ configuration: Configuration, haveRclone: Bool) -> StatusCheck {

@@ -12,6 +12,8 @@ public enum CloudBackupError: Error, Equatable, CustomStringConvertible {
     case cannotWrite(path: String, reason: String)
     case serverFailed(String)
     case internalError(String)
+    /// INFN Cloud login (oidc-agent, identity provider, STS) failed.
+    case infn(String, fix: String)
 
     public var exitCode: Int32 {
         switch self {
@@ -24,6 +26,7 @@ public enum CloudBackupError: Error, Equatable, CustomStringConvertible {
         case .cannotWrite: return ExitCode.cannotCreate
         case .serverFailed: return ExitCode.unavailable
         case .internalError: return ExitCode.software
+        case .infn: return ExitCode.noPermission
         }
     }
 
@@ -55,6 +58,8 @@ public enum CloudBackupError: Error, Equatable, CustomStringConvertible {
             return message
         case .internalError(let message):
             return "internal error: \(message). This is a bug in cloud-backup; please report it with this message."
+        case .infn(let message, let fix):
+            return "\(message). To fix: \(fix)."
         }
     }
 }

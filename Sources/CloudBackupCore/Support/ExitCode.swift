@@ -16,6 +16,8 @@ public enum ExitCode {
     public static let cannotCreate: Int32 = 73
     /// EX_TEMPFAIL: the repository stayed locked by another job for the whole wait.
     public static let busy: Int32 = 75
+    /// EX_NOPERM: the INFN Cloud login failed (oidc-agent account, identity provider, STS).
+    public static let noPermission: Int32 = 77
     /// EX_CONFIG: the environment is invalid (every problem is listed).
     public static let configuration: Int32 = 78
     /// Interrupted by SIGINT (as restic).

@@ -132,12 +132,12 @@ wait_for() {   # wait_for WHAT DAEMON COMMAND...: poll COMMAND until it succeeds
 mon_up() { ceph_ mon stat; }
 osd_up() { [ "$(ceph_ osd stat -f json | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["num_up_osds"])')" = 1 ]; }
 s3_up() {
-    # radosgw takes ~40 s to exit after "failed to bind address": fail at once instead.
+    # "failed to bind address" (port taken): fail at once with a clear message.
     if awk -v from="$RGW_LOG_FROM" 'NR >= from && /failed initializing frontend/ { found = 1 } END { exit !found }' \
         "$DIR/logs/client.rgw.a.log" 2>/dev/null; then
         return 99
     fi
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/")" = 200 ]
+    [ "$(curl -s -m 5 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/")" = 200 ]
 }
 
 # ---- bootstrap -----------------------------------------------------------------------------------
@@ -272,7 +272,8 @@ cmd_start() {
         launch osd.0 ceph-osd -i 0
         wait_for "the OSD" osd.0 osd_up
     fi
-    RGW_LOG_FROM=$(( $(cat "$DIR/logs/client.rgw.a.log" 2>/dev/null | wc -l) + 1 ))
+    RGW_LOG_FROM=1
+    [ ! -f "$DIR/logs/client.rgw.a.log" ] || RGW_LOG_FROM=$(( $(wc -l < "$DIR/logs/client.rgw.a.log") + 1 ))
     launch rgw.a radosgw -n client.rgw.a
     wait_for "S3 on 127.0.0.1:$PORT" rgw.a s3_up
     log "S3 answers after $(elapsed "$T0") s"

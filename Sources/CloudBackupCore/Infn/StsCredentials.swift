@@ -1,0 +1,105 @@
+import Foundation
+
+/// Short-lived S3 keys from STS AssumeRoleWithWebIdentity.
+public struct TemporaryCredentials: Sendable, Equatable {
+    public var accessKeyID: String
+    public var secretAccessKey: String
+    public var sessionToken: String
+    public var expiration: Date
+}
+
+/// The STS exchange, as INFN's patched rclone does it (infn-cloud-auth.md), on the RGW endpoint.
+public enum StsExchange {
+    /// The form body. The token goes in the body, not the URL (servers log URLs).
+    public static func formBody(roleName: String, webIdentityToken: String, durationSeconds: Int) -> String {
+        let fields = [
+            ("Action", "AssumeRoleWithWebIdentity"),
+            ("Version", "2011-06-15"),
+            ("RoleArn", "arn:aws:iam:::role/\(roleName)"),
+            ("RoleSessionName", roleName),
+            ("WebIdentityToken", webIdentityToken),
+            ("DurationSeconds", "\(durationSeconds)"),
+        ]
+        var allowed = CharacterSet.alphanumerics
+        allowed.insert(charactersIn: "-._~")
+        return fields.map { "\($0.0)=\($0.1.addingPercentEncoding(withAllowedCharacters: allowed) ?? $0.1)" }.joined(separator: "&")
+    }
+
+    /// Reads the XML answer: the credentials, or STS's error code and message.
+    public static func parse(status: Int, body: String) throws -> TemporaryCredentials {
+        func element(_ name: String) -> String? {
+            guard let start = body.range(of: "<\(name)>"), let end = body.range(of: "</\(name)>", range: start.upperBound..<body.endIndex) else { return nil }
+            return String(body[start.upperBound..<end.lowerBound]).trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        guard status == 200, let key = element("AccessKeyId"), let secret = element("SecretAccessKey"),
+              let token = element("SessionToken"), let expirationText = element("Expiration") else {
+            let code = element("Code") ?? "HTTP \(status)"
+            let message = element("Message").map { ": \($0)" } ?? ""
+            throw CloudBackupError.infn("the storage's STS refused the login token (\(code)\(message))",
+                                        fix: "check STS_ROLE_NAME and OIDC_AUDIENCE; if your login expired, run `cloud-backup reauth`")
+        }
+        guard let expiration = parseResticTime(expirationText) else {
+            throw CloudBackupError.infn("STS answered an expiration that is not a date (\(expirationText))", fix: "report this to the storage's operators")
+        }
+        return TemporaryCredentials(accessKeyID: key, secretAccessKey: secret, sessionToken: xmlUnescaped(token), expiration: expiration)
+    }
+
+    static func xmlUnescaped(_ text: String) -> String {
+        text.replacingOccurrences(of: "&lt;", with: "<").replacingOccurrences(of: "&gt;", with: ">")
+            .replacingOccurrences(of: "&quot;", with: "\"").replacingOccurrences(of: "&apos;", with: "'")
+            .replacingOccurrences(of: "&amp;", with: "&")
+    }
+
+    public static func request(settings: InfnSettings, webIdentityToken: String, timeout: Double = 30) throws -> TemporaryCredentials {
+        let body = formBody(roleName: settings.roleName, webIdentityToken: webIdentityToken, durationSeconds: settings.stsDurationSeconds)
+        let answer: HTTPClient.Answer
+        do {
+            answer = try HTTPClient.exchange(url: settings.s3Endpoint, body: Data(body.utf8), contentType: "application/x-www-form-urlencoded",
+                                             timeout: timeout, answerLimit: 64 * 1024)
+        } catch {
+            throw CloudBackupError.infn("cannot reach the storage's STS at \(settings.s3Endpoint.absoluteString) (\(error))",
+                                        fix: "check the network path to the storage (S3_ENDPOINT_URL)")
+        }
+        return try parse(status: answer.status, body: answer.body)
+    }
+
+    /// What an AWS `credential_process` prints. The expiration is moved `marginSeconds` earlier, so
+    /// rclone (which renews only after it) never uses keys in their last minutes.
+    public static func credentialProcessJSON(_ credentials: TemporaryCredentials, marginSeconds: Int, now: Date = Date()) -> String {
+        var reported = credentials.expiration.addingTimeInterval(-Double(marginSeconds))
+        if reported < now.addingTimeInterval(30) { reported = min(credentials.expiration, now.addingTimeInterval(30)) }
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime]
+        let object: [String: Any] = [
+            "Version": 1,
+            "AccessKeyId": credentials.accessKeyID,
+            "SecretAccessKey": credentials.secretAccessKey,
+            "SessionToken": credentials.sessionToken,
+            "Expiration": formatter.string(from: reported),
+        ]
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
+        return String(decoding: data, as: UTF8.self)
+    }
+}
+
+/// The refresh token's lifetime. INDIGO IAM issues refresh tokens as unsigned JWTs whose payload has
+/// `exp` when the client has a refresh-token validity; no `exp` means it does not expire.
+public enum RefreshTokenLifetime: Equatable, Sendable {
+    case expires(Date)
+    case never
+    case unreadable(String)
+
+    public static func of(_ token: String) -> RefreshTokenLifetime {
+        let parts = token.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count >= 2 else { return .unreadable("the refresh token is not a JWT (no payload to read its expiry from)") }
+        var base64 = parts[1].replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        while base64.count % 4 != 0 { base64 += "=" }
+        guard let data = Data(base64Encoded: base64),
+              let payload = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            return .unreadable("the refresh token's payload is not JSON")
+        }
+        guard let exp = payload["exp"] else { return .never }
+        guard let seconds = (exp as? NSNumber)?.doubleValue else { return .unreadable("the refresh token's exp is not a number") }
+        return .expires(Date(timeIntervalSince1970: seconds))
+    }
+}
