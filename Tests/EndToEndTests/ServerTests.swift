@@ -77,6 +77,8 @@ final class ServerTests: XCTestCase {
             }
         }
         XCTAssertEqual(pings.pings.count, 2)
+        server.send(SIGTERM)
+        XCTAssertEqual(waitForExit(server, seconds: 10)?.status, .exited(0))
     }
 
     func testKilledRcloneIsRestartedAndJobsContinue() throws {

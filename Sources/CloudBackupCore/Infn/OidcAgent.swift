@@ -8,7 +8,10 @@ import Glibc
 public enum OidcCommand {
     public static let passwordVariable = "OIDC_PASSWORD"
 
-    public static func startAgent(socket: String) -> [String] { ["--json", "-a", socket] }
+    /// `--no-autoreauthenticate`: after an invalid_grant oidc-agent 4.2.6 would otherwise fork its own
+    /// device-flow poller and block every later oidc-token for the device code's lifetime; we report
+    /// and tell the user to run `reauth` instead. `--no-autoload`: it must never prompt.
+    public static func startAgent(socket: String) -> [String] { ["--json", "-a", socket, "--no-autoreauthenticate", "--no-autoload"] }
     public static let status = ["--status", "--json"]
     public static func load(_ account: String) -> [String] { [account, "--pw-env=\(passwordVariable)"] }
     public static func unload(_ account: String) -> [String] { ["-r", account] }

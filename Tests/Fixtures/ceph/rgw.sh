@@ -48,6 +48,7 @@ cmd_install() {
     command -v oidc-agent >/dev/null || missing+=(oidc-agent-cli)
     command -v rclone >/dev/null || missing+=(rclone)
     command -v restic >/dev/null || missing+=(restic)
+    command -v jq >/dev/null || missing+=(jq)
     if [ ${#missing[@]} -gt 0 ]; then
         log "installing ${missing[*]}"
         if ! apt_install "${missing[@]}"; then
@@ -102,7 +103,8 @@ launch() {
         log "$name already running (pid $(pid_of "$name"))"
         return 0
     fi
-    setsid "$@" -f -c "$CONF" </dev/null >>"$DIR/logs/$name.stdout" 2>&1 &
+    # 9>&-: the daemon must not inherit (and hold forever) the DIR/.lock descriptor
+    setsid "$@" -f -c "$CONF" </dev/null >>"$DIR/logs/$name.stdout" 2>&1 9>&- &
     echo $! > "$DIR/pids/$name"
     log "started $name (pid $!)"
 }
