@@ -118,3 +118,15 @@ final class InfnUnitTests: XCTestCase {
         XCTAssertTrue(never.1.contains("the refresh token does not expire"), never.1)
     }
 }
+
+final class AgentSocketTests: XCTestCase {
+    func testLongStateDirectoriesGetAShortSocketPath() {
+        XCTAssertEqual(InfnSettings.agentSocket(stateDirectory: "/home/user/.local/state/cloud-backup"), "/home/user/.local/state/cloud-backup/oidc-agent.sock")
+        let long = "/tmp/" + String(repeating: "x", count: 120)
+        let socket = InfnSettings.agentSocket(stateDirectory: long)
+        XCTAssertTrue(socket.hasPrefix("/tmp/cloud-backup-"), socket)
+        XCTAssertLessThan(socket.utf8.count, 100)
+        XCTAssertEqual(socket, InfnSettings.agentSocket(stateDirectory: long), "every command derives the same path")
+        XCTAssertNotEqual(socket, InfnSettings.agentSocket(stateDirectory: long + "y"))
+    }
+}

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// INFN Cloud login settings: oidc-agent holds the user's refresh token (device flow at INFN's IAM),
 /// and short-lived S3 keys come from STS AssumeRoleWithWebIdentity on INFN's Ceph RGW
@@ -39,9 +42,20 @@ public struct InfnSettings: Sendable, Equatable {
     }
 
     public static func paths(stateDirectory: String, environment: [String: String]) -> Paths {
-        Paths(agentSocket: "\(stateDirectory)/oidc-agent.sock",
+        Paths(agentSocket: agentSocket(stateDirectory: stateDirectory),
               awsConfig: "\(stateDirectory)/aws-config",
               rcloneConfig: environment["RCLONE_CONFIG"] ?? "\(environment["HOME"] ?? "/root")/.config/rclone/rclone.conf")
+    }
+
+    /// The agent's socket: in the state directory, unless that path is too long for a Unix socket
+    /// (108 bytes; oidc-gen 4.2.6 corrupts its heap on a longer OIDC_SOCK). Then a path under /tmp that
+    /// every command derives from the state directory alike.
+    public static func agentSocket(stateDirectory: String) -> String {
+        let preferred = "\(stateDirectory)/oidc-agent.sock"
+        if preferred.utf8.count < 100 { return preferred }
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325  // FNV-1a
+        for byte in stateDirectory.utf8 { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
+        return "/tmp/cloud-backup-\(getuid())/oidc-agent-\(String(hash, radix: 16)).sock"
     }
 
     /// The AWS profile whose credential_process rclone runs.
