@@ -318,6 +318,7 @@ final class InfnChainTests: XCTestCase {
         let refused = try sandbox.run(["backup", sandbox.data], ["STS_ROLE_NAME": "NoSuchRole"])
         XCTAssertNotEqual(refused.status, .exited(0))
         XCTAssertFalse(refused.standardError.contains("restic init"), refused.standardError)
+        XCTAssertTrue(refused.standardError.contains("the storage's STS refused the login token (AccessDenied"), refused.standardError)
 
         // Missing variable.
         let missing = try sandbox.run(["backup", sandbox.data], removing: ["OIDC_PASSWORD"])
