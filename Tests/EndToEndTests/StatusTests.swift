@@ -34,10 +34,9 @@ final class StatusTests: XCTestCase {
     func testHealthyThenEachPartBroken() throws {
         XCTAssertEqual(try sandbox.run(["backup", sandbox.data], ["RESTIC_HOST": "vm-status"]).status, .exited(0))
         let (server, _) = try sandbox.startServer()
-        let healthyStart = Date()
+        // (How fast it is, is measured in bench/, not asserted here.)
         let healthy = try status(["RESTIC_HOST": "vm-status"])
         XCTAssertEqual(healthy.code, 0, healthy.text)
-        XCTAssertLessThan(Date().timeIntervalSince(healthyStart), 5, "status is fast when everything answers")
         for line in ["✓ environment: valid", "✓ restic: restic ", "✓ rclone: rclone v", "✓ destination: \(sandbox.repository) is a writable directory",
                      "✓ repository: initialised, password accepted (through the REST server", "✓ snapshots: latest snapshot of vm-status: ",
                      "✓ REST server: answering on 127.0.0.1:\(sandbox.port)", "✓ monitoring: BACKUP_CHECK_URL: 127.0.0.1:\(pings.port) reachable", "all is well"] {
