@@ -85,7 +85,7 @@ public struct InfnLogin {
                 """)
             return ExitCode.success
         } catch {
-            let failure = error as? CloudBackupError ?? .internalError("\(error)")
+            let failure = CloudBackupError.from(error)
             log.error(failure.description)
             return failure.exitCode
         }
@@ -109,7 +109,7 @@ public struct InfnLogin {
             report(refreshTokenOf: agent)
             return ExitCode.success
         } catch {
-            let failure = error as? CloudBackupError ?? .internalError("\(error)")
+            let failure = CloudBackupError.from(error)
             log.error(failure.description)
             return failure.exitCode
         }
@@ -146,7 +146,7 @@ public struct InfnLogin {
                 (code, summary) = (ExitCode.failure, "cannot tell when the refresh token expires: \(reason); to be safe, \(renew)")
             }
         } catch {
-            let failure = error as? CloudBackupError ?? .internalError("\(error)")
+            let failure = CloudBackupError.from(error)
             (code, summary) = (failure.exitCode, "cannot read the refresh token: \(failure.description) Then, if needed, \(renew)")
         }
         if code == ExitCode.success { log.info("refresh token: \(summary)") } else { log.error("refresh token: \(summary)") }

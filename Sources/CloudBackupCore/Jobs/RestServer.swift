@@ -44,7 +44,7 @@ public struct RestServer {
         do {
             try InfnSetup.prepare(configuration, context: context)
         } catch {
-            let failure = error as? CloudBackupError ?? .internalError("\(error)")
+            let failure = CloudBackupError.from(error)
             log.error(failure.description)
             return failure.exitCode
         }
@@ -86,7 +86,7 @@ public struct RestServer {
             do {
                 child = try context.runner.launch(spec)
             } catch {
-                let failure = error as? CloudBackupError ?? .internalError("\(error)")
+                let failure = CloudBackupError.from(error)
                 log.error(failure.description)
                 return failure.exitCode
             }

@@ -116,7 +116,7 @@ public struct ResticJob {
         do {
             try InfnSetup.prepare(configuration, context: context)
         } catch {
-            let failure = error as? CloudBackupError ?? .internalError("\(error)")
+            let failure = CloudBackupError.from(error)
             log.error(failure.description)
             return Report(exitCode: failure.exitCode, summary: "\(kind.rawValue) not run: \(failure.description)", output: "", notes: notes)
         }
@@ -133,7 +133,7 @@ public struct ResticJob {
             do {
                 (result, statistics) = try runMain(arguments, route: route)
             } catch {
-                let error = error as? CloudBackupError ?? .internalError("\(error)")
+                let error = CloudBackupError.from(error)
                 log.error(error.description)
                 return failure(error.exitCode, "\(kind.rawValue) failed: \(error.description)")
             }
@@ -204,7 +204,7 @@ public struct ResticJob {
                     // Captured, not streamed: stdout may be the user's JSON stream.
                     initResult = try runRestic(ResticCommand.initialize, route: route, output: .tail(limit: Self.outputTailBytes))
                 } catch {
-                    let error = error as? CloudBackupError ?? .internalError("\(error)")
+                    let error = CloudBackupError.from(error)
                     return failure(error.exitCode, "\(kind.rawValue) failed: \(error.description)")
                 }
                 guard initResult.status.isSuccess else {

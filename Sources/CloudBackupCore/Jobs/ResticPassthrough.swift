@@ -20,7 +20,7 @@ public struct ResticPassthrough {
         do {
             try InfnSetup.prepare(configuration, context: context)
         } catch {
-            let failure = error as? CloudBackupError ?? .internalError("\(error)")
+            let failure = CloudBackupError.from(error)
             context.log.error(failure.description)
             return failure.exitCode
         }

@@ -108,7 +108,7 @@ public struct StatusReport {
                 checks.append(.fail("login", reason, fix: "run `docker compose run --rm cloud-backup reauth`"))
             }
         } catch {
-            let failure = error as? CloudBackupError ?? .internalError("\(error)")
+            let failure = CloudBackupError.from(error)
             checks.append(.fail("login", failure.description, fix: "run `cloud-backup config`"))
         }
         return checks

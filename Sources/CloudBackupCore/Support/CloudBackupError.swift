@@ -15,6 +15,11 @@ public enum CloudBackupError: Error, Equatable, CustomStringConvertible {
     /// INFN Cloud login (oidc-agent, identity provider, STS) failed.
     case infn(String, fix: String)
 
+    /// Any error as ours: a foreign one is a bug (exit 70) reported with its own text.
+    public static func from(_ error: Error) -> CloudBackupError {
+        error as? CloudBackupError ?? .internalError("\(error)")
+    }
+
     public var exitCode: Int32 {
         switch self {
         case .usage: return ExitCode.usage
