@@ -1,0 +1,137 @@
+"""The INFN Cloud chain inside the image (restic 0.18, trixie's rclone and oidc-agent), as a user runs it:
+`config` in a terminal (`run -t`) with the device code approved at the test OpenID provider, the server
+container, a backup through `exec --user user` (ofelia's job-exec), snapshots, check-refresh-token, and a
+stop that leaves no lock. The Ceph RGW (S3 + STS) and the provider run on the host's loopback
+(Tests/Fixtures), the containers use `--network host`. Secrets reach the containers through --env-file.
+"""
+import json
+import os
+import re
+import select
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from test_container import (HOME, IMAGE, PREFIX, ROOT, TOKEN, VM_HOSTNAME, free_port, podman, remove_container,
+                            wait_until, pings_for)
+from test_container import recorder, workspace  # noqa: F401  (module-scoped fixtures shared with this file)
+
+RGW = ROOT / "Tests/Fixtures/ceph/rgw.sh"
+
+
+@pytest.fixture(scope="module")
+def infn_world(tmp_path_factory):
+    work = tmp_path_factory.mktemp("infn")
+    rgw_dir = work / "rgw"
+    subprocess.run([str(RGW), "start", str(rgw_dir)], check=True, capture_output=True, timeout=300)
+    env = json.loads((rgw_dir / "env.json").read_text())
+    ready = work / "idp.port"
+    idp = subprocess.Popen([sys.executable, str(ROOT / "Tests/Fixtures/oidc_provider.py"), "--state-dir", str(work / "idp"),
+                            "--ready-file", str(ready), "--cert-file", str(work / "idp-cert.pem"), "--interval", "1"],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        port = int(wait_until(lambda: ready.exists() and ready.read_text().strip(), 20, 0.05, "the OpenID provider"))
+        issuer = f"http://127.0.0.1:{port}"
+        subprocess.run([str(RGW), "sts-setup", str(rgw_dir), issuer, "object", str(work / "idp-cert.pem"), "IAMaccess"],
+                       check=True, capture_output=True, timeout=120)
+        yield {"issuer": issuer, "endpoint": env["endpoint"], "work": work}
+    finally:
+        idp.terminate()
+        idp.wait(timeout=10)
+        subprocess.run([str(RGW), "stop", str(rgw_dir)], capture_output=True, timeout=120)
+
+
+def approve(issuer, code):
+    data = urllib.parse.urlencode({"user_code": code}).encode()
+    with urllib.request.urlopen(urllib.request.Request(f"{issuer}/test/approve", data=data), timeout=10) as answer:
+        assert answer.status == 200
+
+
+def run_interactive(args, issuer, timeout=180):
+    """`podman run -t …`: a terminal for the login; approves the code the container shows."""
+    process = subprocess.Popen(["podman", *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
+    output = b""
+    approved = False
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        ready, _, _ = select.select([process.stdout], [], [], 0.2)
+        if ready:
+            chunk = os.read(process.stdout.fileno(), 65536)
+            if not chunk:
+                break
+            output += chunk
+            match = re.search(rb"enter the code:\s*([A-Z0-9-]+)", output)
+            if match and not approved:
+                approve(issuer, match.group(1).decode())
+                approved = True
+        elif process.poll() is not None:
+            break
+    process.wait(timeout=30)
+    return process.returncode, output.decode(errors="replace")
+
+
+def test_infn_chain_in_the_image(infn_world, recorder, workspace):
+    user = f"user{uuid.uuid4().hex[:6]}"
+    check_id, token_id = str(uuid.uuid4()), str(uuid.uuid4())
+    env_file = infn_world["work"] / "infn.env"
+    env_file.write_text("\n".join([
+        f"RESTIC_PASSWORD={secrets.token_urlsafe(18)}",
+        f"AAI_USER={user}",
+        "BACKUP_BUCKET=vm1",
+        f"OIDC_PASSWORD={secrets.token_urlsafe(18)}",
+        f"OIDC_ISSUER_URL={infn_world['issuer']}",
+        f"S3_ENDPOINT_URL={infn_world['endpoint']}",
+        f"RESTIC_REST_PORT={free_port()}",
+        f"RESTIC_HOST={VM_HOSTNAME}",
+        f"BACKUP_CHECK_URL=http://127.0.0.1:{recorder['port']}/{check_id}",
+        f"OIDC_TOKEN_CHECK_URL=http://127.0.0.1:{recorder['port']}/{token_id}",
+    ]) + "\n")
+    volume = f"{PREFIX}infn-home-{TOKEN}"
+    server = f"{PREFIX}infn-server-{TOKEN}"
+    podman("volume", "rm", "--force", volume, check=False)
+    podman("volume", "create", volume)
+    common = ["--network", "host", "--env-file", str(env_file), "--volume", f"{volume}:{HOME}"]
+    try:
+        code, output = run_interactive(["run", "--rm", "-t", *common, IMAGE, "config"], infn_world["issuer"])
+        assert code == 0, output
+        for line in ("✓ logged in", "✓ storage reachable", "✓ repository created"):
+            assert line in output, output
+
+        remove_container(server)
+        podman("run", "--detach", "--name", server, "--hostname", VM_HOSTNAME, *common,
+               "--volume", f"{workspace / 'data'}:/backup/dir1:ro", IMAGE)
+        wait_until(lambda: podman("exec", "--user", "user", server, "cloud-backup", "server-status", check=False).returncode == 0,
+                   60, 0.5, "the INFN server")
+        backup = podman("exec", "--user", "user", server, "cloud-backup", "backup", "/backup/dir1", check=False, timeout=300)
+        assert backup.returncode == 0, backup.stdout + backup.stderr
+        assert "backup using the REST server" in backup.stderr, backup.stderr
+        assert [p["path"].rsplit("/", 1)[-1] for p in pings_for(recorder, check_id)] == ["start", "0"]
+
+        snapshots = podman("exec", "--user", "user", server, "cloud-backup", "restic", "snapshots", "--json")
+        assert len(json.loads(snapshots.stdout)) == 1
+
+        token = podman("exec", "--user", "user", server, "cloud-backup", "check-refresh-token", check=False)
+        assert token.returncode == 0, token.stderr
+        assert "days left" in token.stderr
+        assert [p["path"].rsplit("/", 1)[-1] for p in pings_for(recorder, token_id)] == ["start", "0"]
+
+        status = podman("exec", "--user", "user", server, "cloud-backup", "status", check=False)
+        assert "✓ login: account infncloud loaded" in status.stdout, status.stdout
+
+        started = time.monotonic()
+        podman("stop", "--time", "10", server)
+        assert time.monotonic() - started < 10
+        logs = podman("logs", server).stderr
+        assert "REST server stopped" in logs, logs
+    finally:
+        remove_container(server)
+        podman("volume", "rm", "--force", volume, check=False)
