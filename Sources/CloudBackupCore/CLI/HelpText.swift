@@ -82,7 +82,8 @@ public enum HelpText {
     Any secret above may instead be given as NAME_FILE, a file holding it (Docker secrets).
 
     Exit codes: restic's own (0 ok, 1 failed, 3 some files unreadable, 10–12 and 130 on restic ≥ 0.17);
-    64 usage, 69 a program or the destination unavailable, 75 repository busy (locked), 78 configuration.
+    64 usage, 69 a program or the destination unavailable, 75 repository busy (locked), 77 INFN login
+    failed, 78 configuration.
     """
 
     static let startServer = """
