@@ -90,8 +90,10 @@ public enum HelpText {
     Usage: cloud-backup start-server
 
     Runs `rclone serve restic` on the destination in the foreground and keeps it running: rclone is
-    restarted if it dies; if it fails to start 5 times in a row (port taken, remote refusing), the
-    command gives up with exit 69. SIGTERM or SIGINT stops it within STOP_GRACE_SECONDS.
+    restarted if it dies; if it fails to start 5 times in a row (e.g. the remote refuses), the
+    command gives up with exit 69. A port held by another program is reported at once; an rclone left
+    by a start-server killed with SIGKILL is stopped and replaced. SIGTERM or SIGINT stops it within
+    STOP_GRACE_SECONDS.
 
     With RESTIC_REST_USERNAME and RESTIC_REST_PASSWORD set, it listens on all interfaces at
     RESTIC_REST_PORT (default 8080) and requires them; without, it listens on 127.0.0.1 only.

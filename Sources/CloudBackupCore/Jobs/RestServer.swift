@@ -48,6 +48,10 @@ public struct RestServer {
             log.error(failure.description)
             return failure.exitCode
         }
+        if let problem = claimPort() {
+            log.error(problem.description)
+            return problem.exitCode
+        }
         let authenticated = configuration.restCredentials != nil
         let address = RcloneCommand.listenAddress(port: configuration.restPort, authenticated: authenticated)
         if authenticated {
@@ -115,6 +119,33 @@ public struct RestServer {
         }
         log.info("REST server stopped")
         return ExitCode.success
+    }
+
+    /// Makes sure the port is ours to take. An `rclone serve restic` of our destination whose
+    /// start-server is gone (killed with SIGKILL: rclone, in its own process group, outlives it) is
+    /// stopped; another live start-server, or any other program, is reported at once instead of
+    /// failing to start five times.
+    func claimPort() -> CloudBackupError? {
+        let port = configuration.restPort
+        guard let owner = PortOwner.find(port: port) else { return nil }
+        let servesRestic = owner.name == "rclone" && Array(owner.arguments.dropFirst().prefix(2)) == ["serve", "restic"]
+        if servesRestic && owner.parentName == "cloud-backup" {
+            return .serverFailed("another `cloud-backup start-server` (PID \(owner.parentPID)) already serves port \(port): stop it first, or give this one another RESTIC_REST_PORT.")
+        }
+        guard servesRestic && owner.arguments.contains(configuration.destination.rclonePath) else {
+            return .serverFailed("port \(port) is already in use by \(owner.name) (PID \(owner.pid)): stop it, or set RESTIC_REST_PORT to a free port.")
+        }
+        log.warning("rclone serve restic (PID \(owner.pid)) left behind by a start-server that was killed still holds port \(port): stopping it")
+        kill(owner.pid, SIGTERM)
+        let end = Date().addingTimeInterval(5)
+        while kill(owner.pid, 0) == 0 && PortOwner.find(port: port) != nil {
+            if Date() > end {
+                kill(owner.pid, SIGKILL)
+                break
+            }
+            context.sleep(0.05)
+        }
+        return nil
     }
 
     /// `server-status`: one line and exit 0 when the REST server answers on loopback, 1 otherwise.
