@@ -132,8 +132,7 @@ public enum CommandLineInterface {
             let report = StatusReport(environment: environment, context: JobContext(environment: environment, log: log))
             let checks = report.run()
             let text = json ? StatusReport.renderJSON(checks) : StatusReport.render(checks)
-            let secrets = ["RESTIC_PASSWORD", "RESTIC_REST_PASSWORD"].compactMap { environment[$0] }
-            print(Redactor.redact(text, secrets: secrets), terminator: "")
+            print(Redactor.redact(text, secrets: secretValues(in: environment)), terminator: "")
             return checks.allSatisfy(\.ok) ? ExitCode.success : ExitCode.failure
         case .credentialProcess:
             prepareProcess()
@@ -196,6 +195,12 @@ public enum CommandLineInterface {
         signal(SIGPIPE, SIG_IGN)
     }
 
+    /// The secrets of a raw environment, for output made before (or without) a valid configuration.
+    static func secretValues(in environment: [String: String]) -> [String] {
+        ["RESTIC_PASSWORD", "RESTIC_REST_PASSWORD", "OIDC_PASSWORD", "OIDC_CLIENT_SECRET", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"]
+            .compactMap { environment[$0] }.filter { !$0.isEmpty }
+    }
+
     static func pingConfigurationFailure(command: Subcommand, environment: [String: String], error: CloudBackupError, log: Logger) {
         let variable: String
         switch command {
@@ -207,7 +212,7 @@ public enum CommandLineInterface {
         }
         guard let text = environment[variable], !text.isEmpty, let url = URL(string: text),
               let scheme = url.scheme, scheme == "http" || scheme == "https" else { return }
-        let secrets = [text] + ["RESTIC_PASSWORD", "RESTIC_REST_PASSWORD"].compactMap { environment[$0] }
+        let secrets = [text] + secretValues(in: environment)
         let monitor = HealthchecksMonitor(check: url, secrets: secrets, log: log)
         monitor.finish(exitCode: error.exitCode, summary: "not run: \(error.description)", output: "")
     }

@@ -4,7 +4,6 @@ import Foundation
 public enum PingKind: Sendable, Equatable {
     case start
     case exitStatus(Int32)
-    case log
 }
 
 public enum PingURL {
@@ -18,7 +17,6 @@ public enum PingURL {
         case .start: path += "/start"
         // Healthchecks accepts 0–255; anything else would be HTTP 400 and a lost ping.
         case .exitStatus(let code): path += "/\(code >= 0 && code <= 255 ? code : 1)"
-        case .log: path += "/log"
         }
         components.path = path
         var items = (components.queryItems ?? []).filter { $0.name != "rid" }

@@ -122,8 +122,7 @@ public struct InfnLogin {
             log.info("nothing to check: \(configuration.destination) needs no login (check-refresh-token is for INFN Cloud storage)")
             return ExitCode.success
         }
-        let monitor = HealthchecksMonitor(check: settings.tokenCheckURL, transport: context.transport, secrets: configuration.secrets, log: log,
-                                          requestTimeout: Double(configuration.pingTimeoutSeconds), budgetSeconds: configuration.pingBudgetSeconds)
+        let monitor = HealthchecksMonitor(check: settings.tokenCheckURL, configuration: configuration, context: context)
         monitor.start()
         let renew = "run `docker compose run --rm cloud-backup reauth` (by hand: cloud-backup reauth) to log in again"
         let (code, summary): (Int32, String)
@@ -217,13 +216,8 @@ public struct InfnLogin {
         case .success:
             say("✓ repository found at \(configuration.destination.rclonePath); RESTIC_PASSWORD opens it")
         case .repositoryMissing:
-            let contents = DestinationInspector.inspect(configuration.destination, runner: context.runner, environment: configuration.childEnvironment)
-            if case .unreadable(let reason) = contents {
-                throw CloudBackupError.destinationUnreachable(destination: configuration.destination.rclonePath, reason: reason)
-            }
-            guard !contents.holdsRepository else {
-                throw CloudBackupError.unsafeToInitialize(destination: configuration.destination.rclonePath,
-                                                          reason: "a repository seems to be there but restic cannot open it")
+            if case .failure(let error) = ResticJob.safeToInitialize(configuration: configuration, runner: context.runner, log: log, route: route) {
+                throw error
             }
             let created = try context.runner.run(ProcessSpec(executable: "restic", arguments: ResticCommand.initialize, environment: environment,
                                                              standardOutput: .tail(limit: 4096), standardError: .tail(limit: 16 * 1024)))

@@ -29,10 +29,6 @@ public struct InfnSettings: Sendable, Equatable {
     public static let defaultIssuer = "https://iam.cloud.infn.it/"
     public static let defaultS3Endpoint = "https://rgw.cloud.infn.it/"
 
-    /// The variable names, for help texts and checks.
-    public static let variables = ["OIDC_PASSWORD", "OIDC_ACCOUNT", "OIDC_ISSUER_URL", "S3_ENDPOINT_URL", "STS_ROLE_NAME", "OIDC_AUDIENCE",
-                                   "OIDC_SCOPES", "OIDC_CLIENT_ID", "OIDC_CLIENT_SECRET", "STS_DURATION_SECONDS",
-                                   "CREDENTIAL_MARGIN_SECONDS", "OIDC_TOKEN_CHECK_URL", "REFRESH_TOKEN_MIN_DAYS"]
 
     /// Where the tool keeps INFN state, under the state directory (the persistent volume in the image).
     public struct Paths: Sendable, Equatable {

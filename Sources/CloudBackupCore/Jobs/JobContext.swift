@@ -33,6 +33,14 @@ public struct JobContext: Sendable {
     }
 }
 
+extension HealthchecksMonitor {
+    /// A job's monitor: the configured timeouts and secrets, the context's transport and log.
+    public convenience init(check: URL?, configuration: Configuration, context: JobContext) {
+        self.init(check: check, transport: context.transport, secrets: configuration.secrets, log: context.log,
+                  requestTimeout: Double(configuration.pingTimeoutSeconds), budgetSeconds: configuration.pingBudgetSeconds)
+    }
+}
+
 public func currentHostName() -> String {
     var buffer = [CChar](repeating: 0, count: 256)
     guard gethostname(&buffer, buffer.count) == 0 else { return "" }

@@ -55,9 +55,7 @@ public struct ResticJob {
         case .forget: checkURL = configuration.forgetCheckURL
         case .check: checkURL = configuration.checkCheckURL
         }
-        let monitor = HealthchecksMonitor(check: checkURL, transport: context.transport, secrets: configuration.secrets, log: log,
-                                          requestTimeout: Double(configuration.pingTimeoutSeconds),
-                                          budgetSeconds: configuration.pingBudgetSeconds)
+        let monitor = HealthchecksMonitor(check: checkURL, configuration: configuration, context: context)
         monitor.start()
         let started = Date()
         let report = execute()
@@ -191,7 +189,7 @@ public struct ResticJob {
                 if initialized || kind != .backup {
                     return failure(code, "\(kind.rawValue) failed: there is no restic repository at \(configuration.destination.rclonePath) (run a backup first: it creates one)", output: output)
                 }
-                switch safeToInitialize(route: route) {
+                switch Self.safeToInitialize(configuration: configuration, runner: context.runner, log: log, route: route) {
                 case .failure(let error):
                     log.error(error.description)
                     return failure(error.exitCode, "\(kind.rawValue) failed: \(error.description)", output: output)
@@ -234,11 +232,13 @@ public struct ResticJob {
         }
     }
 
-    /// A repository may be created only where a listing of the destination worked and shows none:
-    /// through `rclone serve restic`, a credential failure looks exactly like a missing repository.
-    private func safeToInitialize(route: RepositoryRoute) -> Result<Void, CloudBackupError> {
+    /// The one rule for creating a repository (backup's auto-init and `config` both follow it): only
+    /// where a listing of the destination worked and shows none. Through `rclone serve restic`, a
+    /// credential failure looks exactly like a missing repository.
+    static func safeToInitialize(configuration: Configuration, runner: any ProcessRunning, log: Logger,
+                                 route: RepositoryRoute) -> Result<Void, CloudBackupError> {
         let destination = configuration.destination
-        let contents = DestinationInspector.inspect(destination, runner: context.runner, environment: configuration.childEnvironment)
+        let contents = DestinationInspector.inspect(destination, runner: runner, environment: configuration.childEnvironment)
         switch contents {
         case .unreadable(let reason):
             return .failure(.destinationUnreachable(destination: destination.rclonePath, reason: "\(reason). restic saw no repository there, but the destination could not be listed, so it was not initialised"))

@@ -131,12 +131,7 @@ public struct StatusReport {
         guard haveRclone else {
             return .fail("destination", "\(destination.rclonePath) needs rclone", fix: "install rclone")
         }
-        let spec = ProcessSpec(executable: "rclone", arguments: RcloneCommand.listTopLevel(path: destination.rclonePath),
-                               environment: configuration.childEnvironment, standardOutput: .collect(limit: 4 << 20), standardError: .tail(limit: 8192))
-        guard let result = try? context.runner.run(spec, timeout: 30) else {
-            return .fail("destination", "listing \(destination.rclonePath) did not finish within 30 s", fix: "check the network path to the storage")
-        }
-        switch DestinationInspector.interpretListing(result) {
+        switch DestinationInspector.listTopLevel(destination.rclonePath, runner: context.runner, environment: configuration.childEnvironment, timeout: 30) {
         case .listed(let names, _):
             return .pass("destination", "\(destination.rclonePath) reachable (\(names.count) entries)")
         case .unreadable(let reason):

@@ -98,26 +98,28 @@ public enum DestinationInspector {
         }
     }
 
+    /// `rclone lsjson` of one level of `path`, within `timeout`.
+    public static func listTopLevel(_ path: String, runner: any ProcessRunning, environment: [String: String], timeout: Double) -> DestinationContents {
+        let spec = ProcessSpec(executable: "rclone", arguments: RcloneCommand.listTopLevel(path: path), environment: environment,
+                               standardOutput: .collect(limit: 4 << 20), standardError: .tail(limit: 16 * 1024))
+        do {
+            guard let result = try runner.run(spec, timeout: timeout) else {
+                return .unreadable(reason: "listing \(path) did not finish within \(Int(timeout)) s")
+            }
+            return interpretListing(result)
+        } catch {
+            return .unreadable(reason: "\(error)")
+        }
+    }
+
     /// What is at the destination: the directory itself for a local path, `rclone lsjson` otherwise
     /// (the top level, then `keys/` when there is one).
     public static func inspect(_ destination: Destination, runner: any ProcessRunning, environment: [String: String],
                                timeout: Double = 120) -> DestinationContents {
         if case .localDirectory(let path, _) = destination { return inspectLocal(path) }
-        func list(_ path: String) -> DestinationContents {
-            let spec = ProcessSpec(executable: "rclone", arguments: RcloneCommand.listTopLevel(path: path), environment: environment,
-                                   standardOutput: .collect(limit: 4 << 20), standardError: .tail(limit: 16 * 1024))
-            do {
-                guard let result = try runner.run(spec, timeout: timeout) else {
-                    return .unreadable(reason: "listing \(path) did not finish within \(Int(timeout)) s")
-                }
-                return interpretListing(result)
-            } catch {
-                return .unreadable(reason: "\(error)")
-            }
-        }
-        let top = list(destination.rclonePath)
+        let top = listTopLevel(destination.rclonePath, runner: runner, environment: environment, timeout: timeout)
         guard case .listed(let names, _) = top, names.contains("keys") else { return top }
-        switch list(destination.rclonePath + "/keys") {
+        switch listTopLevel(destination.rclonePath + "/keys", runner: runner, environment: environment, timeout: timeout) {
         case .listed(let keys, _): return .listed(names: names, keyFiles: keys.count)
         case .unreadable(let reason): return .unreadable(reason: reason)
         }

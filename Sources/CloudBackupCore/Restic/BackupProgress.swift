@@ -100,16 +100,21 @@ public final class BackupProgressReporter: @unchecked Sendable {
         writeOut(line + "\n")
     }
 
+    /// True at most once per interval: the caller then prints a progress line.
+    private func progressIsDue() -> Bool {
+        let current = now()
+        lock.lock()
+        defer { lock.unlock() }
+        guard current.timeIntervalSince(lastReport) >= interval else { return false }
+        lastReport = current
+        return true
+    }
+
     func handleOutput(_ line: Substring) {
         // restic prints status lines many times a second: decide cheaply whether one is due before
         // paying for JSON parsing.
         if line.hasPrefix("{\"message_type\":\"status\"") {
-            let current = now()
-            lock.lock()
-            let due = current.timeIntervalSince(lastReport) >= interval
-            if due { lastReport = current }
-            lock.unlock()
-            guard due, let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else { return }
+            guard progressIsDue(), let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else { return }
             show(Self.progressLine(object))
             return
         }
@@ -120,12 +125,8 @@ public final class BackupProgressReporter: @unchecked Sendable {
         }
         switch type {
         case "status":
-            let current = now()
-            lock.lock()
-            let due = current.timeIntervalSince(lastReport) >= interval
-            if due { lastReport = current }
-            lock.unlock()
-            if due { show(Self.progressLine(object)) }
+            // (A status line whose keys come in another order than restic's usual.)
+            if progressIsDue() { show(Self.progressLine(object)) }
         case "summary":
             if let statistics = BackupStatistics.parse(jsonLine: line) {
                 lock.lock()
