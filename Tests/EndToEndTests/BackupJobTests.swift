@@ -4,17 +4,7 @@ import XCTest
 
 /// `backup`, `forget` and `restic` with the real restic and rclone, checking messages, exit codes,
 /// pings and that no data was lost.
-final class BackupJobTests: XCTestCase {
-    var sandbox: Sandbox!
-
-    override func setUpWithError() throws {
-        sandbox = try Sandbox(name)
-    }
-
-    override func tearDown() {
-        sandbox?.cleanup()
-    }
-
+final class BackupJobTests: SandboxTestCase {
     func testFirstBackupInitialisesThenSecondBackupThenForgetWithPrune() throws {
         try sandbox.writeData(files: 20)
         let pings = try PingRecorder(in: sandbox)

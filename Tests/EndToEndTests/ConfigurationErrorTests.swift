@@ -4,17 +4,7 @@ import XCTest
 
 /// Bad input, end to end: every malformed value is reported at once with exit 78, usage errors exit 64,
 /// nothing is created, and a failure ping goes out when the check URL itself is usable.
-final class ConfigurationErrorTests: XCTestCase {
-    var sandbox: Sandbox!
-
-    override func setUpWithError() throws {
-        sandbox = try Sandbox(name)
-    }
-
-    override func tearDown() {
-        sandbox?.cleanup()
-    }
-
+final class ConfigurationErrorTests: SandboxTestCase {
     func testEveryBadValueIsReportedAtOnceAndPinged() throws {
         let pings = try PingRecorder(in: sandbox)
         let bad = [

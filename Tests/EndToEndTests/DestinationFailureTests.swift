@@ -6,21 +6,16 @@ import XCTest
 /// directory that holds an existing repository. When the remote is down, or refuses the credentials
 /// (which through `rclone serve restic` looks exactly like "no repository"), nothing may be initialised
 /// and the existing repository must stay intact.
-final class DestinationFailureTests: XCTestCase {
-    var sandbox: Sandbox!
+final class DestinationFailureTests: SandboxTestCase {
     var davDirectory: String { sandbox.root + "/dav" }
     var davPort = 0
 
     override func setUpWithError() throws {
-        sandbox = try Sandbox(name)
+        try super.setUpWithError()
         davPort = try freeLoopbackPort()
         try FileManager.default.createDirectory(atPath: davDirectory, withIntermediateDirectories: true)
         try writeRemote(password: "dav-secret-5521")
         sandbox.environment["BACKUP_REMOTE"] = "dav:repo"
-    }
-
-    override func tearDown() {
-        sandbox?.cleanup()
     }
 
     func writeRemote(password: String) throws {

@@ -129,15 +129,14 @@ final class Sandbox: @unchecked Sendable {
         }
     }
 
+    /// Every process's parent, read once from /proc (with the product's own /proc readers).
+    static func processParents() -> [pid_t: pid_t] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { pid_t($0) }
+            .reduce(into: [:]) { parents, pid in parents[pid] = PortOwner.parentPID(of: pid) }
+    }
+
     func childPIDs(of parent: pid_t, named name: String) -> [pid_t] {
-        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
-        return entries.compactMap { Int32($0) }.filter { pid in
-            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-                  let close = stat.lastIndex(of: ")") else { return false }
-            let comm = stat[stat.index(after: stat.firstIndex(of: "(")!)..<close]
-            let fields = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")
-            return comm == name && fields.count > 1 && Int32(fields[1]) == parent
-        }
+        Self.processParents().filter { $0.value == parent && PortOwner.processName($0.key) == name }.map(\.key).sorted()
     }
 
     func readLog(_ path: String) -> String {
@@ -146,13 +145,7 @@ final class Sandbox: @unchecked Sendable {
 
     /// Every process below `pid` (children first found by their parent PID), to stop them all.
     func descendants(of pid: pid_t) -> [pid_t] {
-        var parents: [pid_t: pid_t] = [:]
-        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
-            guard let child = Int32(entry), let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
-                  let close = stat.lastIndex(of: ")") else { continue }
-            let fields = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")
-            if fields.count > 1, let parent = Int32(fields[1]) { parents[child] = parent }
-        }
+        let parents = Self.processParents()
         var found: [pid_t] = []
         var frontier = [pid]
         while let next = frontier.popLast() {
@@ -178,6 +171,19 @@ final class Sandbox: @unchecked Sendable {
         if ProcessInfo.processInfo.environment["KEEP_E2E_SANDBOX"] == nil {
             try? FileManager.default.removeItem(atPath: root)
         }
+    }
+}
+
+/// A test case with a fresh sandbox per test, cleaned up (every process stopped) after it.
+class SandboxTestCase: XCTestCase {
+    var sandbox: Sandbox!
+
+    override func setUpWithError() throws {
+        sandbox = try Sandbox(name)
+    }
+
+    override func tearDown() {
+        sandbox?.cleanup()
     }
 }
 

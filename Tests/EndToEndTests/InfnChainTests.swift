@@ -143,11 +143,10 @@ final class InfnChainTests: XCTestCase {
 
     /// oidc-agent daemons whose socket is in this sandbox.
     func agentPIDs() -> [pid_t] {
-        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
-        return entries.compactMap { Int32($0) }.filter { pid in
-            guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
-            let line = String(decoding: data.map { $0 == 0 ? 32 : $0 }, as: UTF8.self)
-            return line.contains("oidc-agent --json") && line.contains(InfnSettings.agentSocket(stateDirectory: "\(sandbox.root)/state"))
+        let socket = InfnSettings.agentSocket(stateDirectory: "\(sandbox.root)/state")
+        return Sandbox.processParents().keys.filter { pid in
+            let arguments = PortOwner.commandLine(pid)
+            return arguments.first?.hasSuffix("oidc-agent") == true && arguments.contains("--json") && arguments.contains(socket)
         }
     }
 

@@ -4,17 +4,7 @@ import XCTest
 import TestSupport
 
 /// Progress lines in logs, Prometheus metrics and the monitored `check`, with real restic.
-final class OperabilityTests: XCTestCase {
-    var sandbox: Sandbox!
-
-    override func setUpWithError() throws {
-        sandbox = try Sandbox(name)
-    }
-
-    override func tearDown() {
-        sandbox?.cleanup()
-    }
-
+final class OperabilityTests: SandboxTestCase {
     func metrics(_ job: String) throws -> [PrometheusTextParser.Sample] {
         try PrometheusTextParser.parse(try String(contentsOfFile: "\(sandbox.root)/metrics/\(job).prom", encoding: .utf8))
     }

@@ -3,29 +3,14 @@ import XCTest
 @testable import CloudBackupCore
 
 /// `start-server` with real rclone: listening rules, authentication, supervision, stopping.
-final class ServerTests: XCTestCase {
-    var sandbox: Sandbox!
-
-    override func setUpWithError() throws {
-        sandbox = try Sandbox(name)
-    }
-
-    override func tearDown() {
-        sandbox?.cleanup()
-    }
-
-    func commandLine(_ pid: pid_t) -> [String] {
-        guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return [] }
-        return data.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
-    }
-
+final class ServerTests: SandboxTestCase {
     func testWithoutCredentialsItServesOnLoopbackOnlyAndJobsUseIt() throws {
         try sandbox.writeData(files: 4)
         let (server, log) = try sandbox.startServer()
         XCTAssertTrue(sandbox.readLog(log).contains("on 127.0.0.1:\(sandbox.port) only: RESTIC_REST_USERNAME/RESTIC_REST_PASSWORD are not set"), sandbox.readLog(log))
         let rclone = sandbox.childPIDs(of: server.pid, named: "rclone")
         XCTAssertEqual(rclone.count, 1)
-        XCTAssertEqual(commandLine(rclone[0]).dropFirst(), ["serve", "restic", sandbox.repository, "--addr", "127.0.0.1:\(sandbox.port)"])
+        XCTAssertEqual(PortOwner.commandLine(rclone[0]).dropFirst(), ["serve", "restic", sandbox.repository, "--addr", "127.0.0.1:\(sandbox.port)"])
 
         let backup = try sandbox.run(["backup", sandbox.data])
         XCTAssertEqual(backup.status, .exited(0), backup.standardError)
@@ -52,7 +37,7 @@ final class ServerTests: XCTestCase {
         let (server, log) = try sandbox.startServer(secrets)
         XCTAssertTrue(sandbox.readLog(log).contains("on port \(sandbox.port), all interfaces, authentication required"))
         let rclone = sandbox.childPIDs(of: server.pid, named: "rclone")
-        XCTAssertEqual(commandLine(rclone.first ?? 0).dropFirst(), ["serve", "restic", sandbox.repository, "--addr", ":\(sandbox.port)"])
+        XCTAssertEqual(PortOwner.commandLine(rclone.first ?? 0).dropFirst(), ["serve", "restic", sandbox.repository, "--addr", ":\(sandbox.port)"])
         XCTAssertEqual(RestServerProbe.probe(port: sandbox.port, credentials: nil), .refusedCredentials)
         XCTAssertEqual(RestServerProbe.probe(port: sandbox.port, credentials: RestCredentials(username: "backup-user", password: "wrong")), .refusedCredentials)
 
@@ -194,10 +179,8 @@ final class CommandLineWatcher: @unchecked Sendable {
     var all: String { lock.lock(); defer { lock.unlock() }; return lines.joined(separator: "\n") }
 }
 
-final class AppendOnlyServerTests: XCTestCase {
+final class AppendOnlyServerTests: SandboxTestCase {
     func testAnAppendOnlyServerRefusesDeletionsWhileLocalForgetStillWorks() throws {
-        let sandbox = try Sandbox(name)
-        defer { sandbox.cleanup() }
         try sandbox.writeData(files: 3)
         sandbox.environment["RESTIC_REST_APPEND_ONLY"] = "true"
         let (server, log) = try sandbox.startServer()

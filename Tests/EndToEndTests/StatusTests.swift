@@ -3,19 +3,14 @@ import XCTest
 @testable import CloudBackupCore
 
 /// `status` on a healthy setup, then with each part broken in turn: the ✗ line and its fix.
-final class StatusTests: XCTestCase {
-    var sandbox: Sandbox!
+final class StatusTests: SandboxTestCase {
     var pings: PingRecorder!
 
     override func setUpWithError() throws {
-        sandbox = try Sandbox(name)
+        try super.setUpWithError()
         try sandbox.writeData(files: 2)
         pings = try PingRecorder(in: sandbox)
         sandbox.environment["BACKUP_CHECK_URL"] = pings.url()
-    }
-
-    override func tearDown() {
-        sandbox?.cleanup()
     }
 
     func status(_ extra: [String: String] = [:], removing: [String] = []) throws -> (code: Int32, text: String) {
