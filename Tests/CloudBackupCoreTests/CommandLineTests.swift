@@ -72,7 +72,7 @@ final class BoundedBufferTests: XCTestCase {
 final class DestinationInspectorTests: XCTestCase {
     func testListings() {
         XCTAssertEqual(DestinationInspector.interpretListing(ProcessResult(status: .exited(0), standardOutput: "[]")), .listed(names: []))
-        XCTAssertTrue(DestinationInspector.interpretListing(ProcessResult(status: .exited(0), standardOutput: #"[{"Name":"config"}]"#)).holdsRepository)
+        XCTAssertEqual(DestinationInspector.interpretListing(ProcessResult(status: .exited(0), standardOutput: #"[{"Name":"config"}]"#)), .listed(names: ["config"]))
         XCTAssertEqual(DestinationInspector.interpretListing(ProcessResult(status: .exited(3))), .listed(names: []))
         XCTAssertEqual(DestinationInspector.interpretListing(ProcessResult(status: .exited(0), standardOutput: "garbage")),
                        .unreadable(reason: "rclone lsjson printed something that is not a listing"))

@@ -100,6 +100,91 @@ final class ProcessRunnerTests: XCTestCase {
         XCTAssertEqual(child.wait().status, .signaled(SIGKILL))
     }
 
+    func testAStatusThatCannotBeReadIsNeverASuccess() throws {
+        // A parent that ignores SIGCHLD makes the kernel reap our children: waitpid then fails with
+        // ECHILD, and a status word left at 0 would turn `exit 1` into a success.
+        signal(SIGCHLD, SIG_IGN)
+        defer { signal(SIGCHLD, SIG_DFL) }
+        let result = try runner.run(sh("exit 1"))
+        XCTAssertFalse(result.status.isSuccess, "\(result.status)")
+        XCTAssertEqual(result.status, .unknown(errno: ECHILD))
+        XCTAssertEqual(result.status.shellExitCode, 70)
+        XCTAssertEqual(result.status.description, "the exit status could not be read (waitpid: No child processes)")
+        XCTAssertEqual(ResticOutcome.classify(status: result.status, output: ""),
+                       .failed(reason: "restic ended, but the exit status could not be read (waitpid: No child processes)"))
+    }
+
+    func testAHandedOverDescriptorKeepsTheLockWhileTheChildRuns() throws {
+        // The job's liveness lock: held by restic too, so it outlives a SIGKILLed parent.
+        let path = NSTemporaryDirectory() + "inherit-\(UUID().uuidString).lock"
+        defer { unlink(path) }
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        XCTAssertGreaterThan(fd, 2)
+        XCTAssertEqual(flock(fd, LOCK_EX), 0)
+        let child = try runner.launch(ProcessSpec(executable: "sleep", arguments: ["3"], environment: environment,
+                                                  standardOutput: .discard, standardError: .discard, inheritedDescriptors: [fd]))
+        XCTAssertEqual(fcntl(fd, F_GETFD) & FD_CLOEXEC, FD_CLOEXEC, "ours stays close-on-exec")
+        close(fd)
+
+        let other = open(path, O_RDWR | O_CLOEXEC)
+        defer { close(other) }
+        XCTAssertEqual(flock(other, LOCK_EX | LOCK_NB), -1, "the child holds the lock")
+        XCTAssertEqual(errno, EWOULDBLOCK)
+        XCTAssertEqual(child.wait().status, .exited(0))
+        XCTAssertEqual(flock(other, LOCK_EX | LOCK_NB), 0, "released when the child ended")
+    }
+
+    func testOnlyTheListedDescriptorsReachTheChild() throws {
+        let listed = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        let notListed = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        defer { close(listed); close(notListed) }
+        SignalMonitor.shared.install()  // its pipe must not leak either
+        // Descriptors our own parent left open (not close-on-exec) pass through: they are not ours to
+        // close. Anything else the child sees must be listed, or the directory `ls` opens to list.
+        let passedThrough = Set(try FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").compactMap { Int32($0) }
+            .filter { fcntl($0, F_GETFD) == 0 })
+        let spec = ProcessSpec(executable: "ls", arguments: ["/proc/self/fd"], environment: environment, inheritedDescriptors: [listed])
+        let numbers = try runner.run(spec).standardOutput.split(separator: "\n").compactMap { Int32($0) }
+        XCTAssertTrue(numbers.contains(listed), "\(numbers)")
+        XCTAssertFalse(numbers.contains(notListed), "\(numbers)")
+        let unexpected = numbers.filter { $0 > 2 && $0 != listed && !passedThrough.contains($0) }
+        XCTAssertEqual(unexpected.count, 1, "only ls's own directory: \(unexpected)")
+    }
+
+    func testAStandardOrClosedDescriptorCannotBeHandedOver() {
+        let closed = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        close(closed)
+        for descriptor in [STDOUT_FILENO, closed] {
+            XCTAssertThrowsError(try runner.launch(ProcessSpec(executable: "true", environment: environment, inheritedDescriptors: [descriptor])))
+        }
+    }
+
+    func testSignalProcessReachesTheProcessItPinned() throws {
+        let child = try runner.launch(ProcessSpec(executable: "sleep", arguments: ["30"], environment: environment))
+        var checked: [pid_t] = []
+        XCTAssertTrue(signalProcess(child.pid, SIGTERM, stillMatches: { checked.append($0); return true }))
+        XCTAssertEqual(checked, [child.pid])
+        XCTAssertEqual(child.wait().status, .signaled(SIGTERM))
+    }
+
+    func testSignalProcessLeavesAProcessThatNoLongerMatchesAlone() throws {
+        let child = try runner.launch(ProcessSpec(executable: "sleep", arguments: ["30"], environment: environment))
+        defer { child.send(SIGKILL); _ = child.wait() }
+        XCTAssertFalse(signalProcess(child.pid, SIGTERM, stillMatches: { _ in false }))
+        Thread.sleep(forTimeInterval: 0.2)
+        XCTAssertFalse(child.hasExited)
+    }
+
+    func testSignalProcessRefusesGroupsAndTheDead() throws {
+        // 0 and -1 would mean our whole group or every process we may signal.
+        XCTAssertFalse(signalProcess(0, 0))
+        XCTAssertFalse(signalProcess(-1, 0))
+        let child = try runner.launch(sh("exit 0"))
+        let pid = child.pid
+        _ = child.wait()
+        XCTAssertFalse(signalProcess(pid, 0), "reaped: no such process")
+    }
+
     func testShellQuoting() {
         XCTAssertEqual(shellQuoted("plain-word_1.txt"), "plain-word_1.txt")
         XCTAssertEqual(shellQuoted("two words"), "'two words'")

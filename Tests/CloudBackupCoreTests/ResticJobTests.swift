@@ -66,26 +66,73 @@ final class ResticJobTests: XCTestCase {
         return (code, lines.text)
     }
 
-    func testMissingRepositoryOnAnEmptyRemoteIsInitialisedThenTheBackupRetried() throws {
-        let runner = FakeProcessRunner { spec, index in
-            switch spec.arguments.first {
-            case "backup" where index == 0: return ProcessResult(status: .exited(1), standardError: Self.missing014)
-            case "backup": return ProcessResult(status: .exited(0), standardOutput: "snapshot abcd1234 saved\n")
-            case "lsjson": return ProcessResult(status: .exited(0), standardOutput: "[]")
-            case "init": return ProcessResult(status: .exited(0))
-            default: return ProcessResult(status: .exited(99))
+    func testMissingRepositoryOnAnEmptyRemoteIsInitialisedVerifiedThenTheBackupRetried() throws {
+        let repository = FakeRepository()
+        let runner = FakeProcessRunner { spec, _ in
+            if spec.arguments.first == "backup" {
+                return repository.exists ? ProcessResult(status: .exited(0), standardOutput: "snapshot abcd1234 saved\n")
+                    : ProcessResult(status: .exited(1), standardError: Self.missing014)
             }
+            return repository.answer(spec) ?? ProcessResult(status: .exited(99))
         }
         let (code, log) = try runJob(.backup, ["BACKUP_REMOTE": "r:b"], runner: runner)
         XCTAssertEqual(code, 0, log)
-        XCTAssertEqual(runner.commands, ["restic backup /data", "rclone lsjson --max-depth 1 r:b", "restic init", "restic backup /data"])
-        XCTAssertEqual(runner.specs[2].environment["RESTIC_REPOSITORY"], "rclone:r:b")
+        XCTAssertEqual(runner.commands, ["restic backup /data",
+                                         "restic cat config --no-lock",  // under the init lock: did another job create it meanwhile?
+                                         "rclone lsjson --max-depth 1 r:b", "restic init",
+                                         "restic cat config --no-lock", "restic list keys --no-lock",  // the one init made, alone
+                                         "restic backup /data",
+                                         "restic cat snapshot abcd1234 --no-lock"])  // the snapshot is really there
+        XCTAssertEqual(runner.specs[3].environment["RESTIC_REPOSITORY"], "rclone:r:b")
+        XCTAssertTrue(log.contains("created restic repository 0123456789 at r:b"), log)
+    }
+
+    func testAnInitThatFindsASecondKeyStopsBeforeBackingUp() throws {
+        let repository = FakeRepository()
+        repository.keys = 2
+        let runner = FakeProcessRunner { spec, _ in
+            spec.arguments.first == "backup" ? ProcessResult(status: .exited(1), standardError: Self.missing014)
+                : repository.answer(spec) ?? ProcessResult(status: .exited(99))
+        }
+        let (code, log) = try runJob(.backup, ["BACKUP_REMOTE": "r:b"], runner: runner)
+        XCTAssertEqual(code, ExitCode.unavailable, log)
+        XCTAssertEqual(runner.commands.filter { $0 == "restic backup /data" }.count, 1, "no backup into a repository that is not the one created")
+        XCTAssertTrue(log.contains("it holds 2 keys instead of the 1 just created: another process created one there at the same moment"), log)
+    }
+
+    func testAnInitWhoseConfigWasOverwrittenStopsBeforeBackingUp() throws {
+        let repository = FakeRepository()
+        repository.idAfterInit = "fedcba9876" + String(repeating: "0", count: 54)
+        let runner = FakeProcessRunner { spec, _ in
+            spec.arguments.first == "backup" ? ProcessResult(status: .exited(1), standardError: Self.missing014)
+                : repository.answer(spec) ?? ProcessResult(status: .exited(99))
+        }
+        let (code, log) = try runJob(.backup, ["BACKUP_REMOTE": "r:b"], runner: runner)
+        XCTAssertEqual(code, ExitCode.unavailable, log)
+        XCTAssertTrue(log.contains("its config now belongs to repository fedcba9876, not to 0123456789"), log)
+    }
+
+    func testARepositoryCreatedMeanwhileByAnotherJobIsUsedNotInitialised() throws {
+        let repository = FakeRepository()
+        repository.exists = true  // restic's first answer was "missing"; by the time we hold the init lock it is there
+        let runner = FakeProcessRunner { spec, index in
+            if spec.arguments.first == "backup" {
+                return index == 0 ? ProcessResult(status: .exited(1), standardError: Self.missing014)
+                    : ProcessResult(status: .exited(0), standardOutput: "snapshot abcd1234 saved\n")
+            }
+            return repository.answer(spec) ?? ProcessResult(status: .exited(99))
+        }
+        let (code, log) = try runJob(.backup, ["BACKUP_REMOTE": "r:b"], runner: runner)
+        XCTAssertEqual(code, 0, log)
+        XCTAssertFalse(runner.commands.contains("restic init"))
+        XCTAssertTrue(log.contains("was created by another job meanwhile"), log)
     }
 
     func testAFailedListingNeverInitialises() throws {
         let runner = FakeProcessRunner { spec, _ in
             switch spec.arguments.first {
             case "backup": return ProcessResult(status: .exited(1), standardError: Self.missing014)
+            case "cat": return ProcessResult(status: .exited(1), standardError: Self.missing014)
             case "lsjson": return ProcessResult(status: .exited(1), standardError: "2026/11/22 02:00:00 ERROR : : error listing: AccessDenied: Access Denied\n")
             default: return ProcessResult(status: .exited(0))
             }
@@ -99,27 +146,71 @@ final class ResticJobTests: XCTestCase {
     func testAListingThatShowsARepositoryNeverInitialises() throws {
         let runner = FakeProcessRunner { spec, _ in
             switch spec.arguments.first {
-            case "backup": return ProcessResult(status: .exited(10), standardError: "Fatal: repository does not exist")
+            case "backup", "cat": return ProcessResult(status: .exited(10), standardError: "Fatal: repository does not exist")
             case "lsjson": return ProcessResult(status: .exited(0), standardOutput: #"[{"Path":"config","Name":"config","IsDir":false},{"Path":"keys","Name":"keys","IsDir":true}]"#)
+            case "lsf": return ProcessResult(status: .exited(0), standardOutput: "0123abcd\n")
             default: return ProcessResult(status: .exited(0))
             }
         }
         let (code, log) = try runJob(.backup, ["BACKUP_REMOTE": "r:b"], runner: runner)
-        XCTAssertEqual(code, ExitCode.failure)
+        XCTAssertEqual(code, ExitCode.unavailable)
         XCTAssertFalse(runner.commands.contains("restic init"))
-        XCTAssertTrue(log.contains("it is not safe to create one at r:b"), log)
+        XCTAssertTrue(log.contains("restic finds no repository at r:b, but restic files are there (config, keys/ (1 file)), so no repository was created"), log)
+    }
+
+    func testTheRemainsOfARepositoryAreNeverInitialisedOver() throws {
+        // config and keys/ gone (a lifecycle rule, a hand deletion), data/ and snapshots/ still there.
+        let runner = FakeProcessRunner { spec, _ in
+            switch (spec.arguments.first, spec.arguments.last) {
+            case ("backup", _), ("cat", _): return ProcessResult(status: .exited(1), standardError: Self.missing014)
+            case ("lsjson", _): return ProcessResult(status: .exited(0), standardOutput: #"[{"Name":"data"},{"Name":"snapshots"},{"Name":"index"}]"#)
+            case ("lsf", "r:b/data"): return ProcessResult(status: .exited(0), standardOutput: "00/00aa\n01/01bb\n")
+            case ("lsf", "r:b/snapshots"): return ProcessResult(status: .exited(0), standardOutput: "77aa\n")
+            case ("lsf", _): return ProcessResult(status: .exited(0), standardOutput: "")
+            default: return ProcessResult(status: .exited(0))
+            }
+        }
+        let (code, log) = try runJob(.backup, ["BACKUP_REMOTE": "r:b"], runner: runner)
+        XCTAssertEqual(code, ExitCode.unavailable, log)
+        XCTAssertFalse(runner.commands.contains("restic init"))
+        XCTAssertTrue(log.contains("restic files are there (data/ (2 files), snapshots/ (1 file))"), log)
+        XCTAssertTrue(log.contains("a repository is or was here, and its config or keys are missing"), log)
     }
 
     func testADirectoryNotFoundIsAnEmptyDestination() throws {
-        let runner = FakeProcessRunner { spec, index in
+        let repository = FakeRepository()
+        let runner = FakeProcessRunner { spec, _ in
             switch spec.arguments.first {
-            case "backup": return ProcessResult(status: .exited(index == 0 ? 10 : 0))
+            case "backup": return ProcessResult(status: .exited(repository.exists ? 0 : 10), standardOutput: repository.exists ? "snapshot abcd1234 saved\n" : "")
             case "lsjson": return ProcessResult(status: .exited(3), standardError: "ERROR : : error listing: directory not found")
-            default: return ProcessResult(status: .exited(0))
+            default: return repository.answer(spec) ?? ProcessResult(status: .exited(99))
             }
         }
         XCTAssertEqual(try runJob(.backup, ["BACKUP_REMOTE": "r:b"], runner: runner).0, 0)
         XCTAssertTrue(runner.commands.contains("restic init"))
+    }
+
+    func testASnapshotThatCannotBeReadBackIsAFailure() throws {
+        let runner = FakeProcessRunner { spec, _ in
+            switch spec.arguments.first {
+            case "backup": return ProcessResult(status: .exited(0), standardOutput: "snapshot abcd1234 saved\n")
+            case "cat": return ProcessResult(status: .exited(1), standardError: Self.missing014)
+            default: return ProcessResult(status: .exited(99))
+            }
+        }
+        let (code, log) = try runJob(.backup, ["BACKUP_REMOTE": "r:b"], runner: runner)
+        XCTAssertEqual(code, ExitCode.failure, log)
+        XCTAssertTrue(log.contains("restic reported snapshot abcd1234 saved, but it cannot be read back from the repository (there is no repository): the backup is not safe"), log)
+    }
+
+    func testADryRunIsNotReadBack() throws {
+        let runner = FakeProcessRunner { spec, _ in ProcessResult(status: .exited(spec.arguments.first == "backup" ? 0 : 99)) }
+        let lines = LineCollector()
+        let context = JobContext(environment: [:], runner: runner, signals: SignalMonitor(), log: Logger(sink: { lines.add($0) }),
+                                 transport: HTTPTransport { _, _, _ in .init(status: 200, headers: [:]) }, hostName: "vm", sleep: { _ in }, stdoutIsTerminal: true)
+        let code = ResticJob(kind: .backup, userArguments: ["--dry-run", "/d"], configuration: try configuration([:]), context: context).run()
+        XCTAssertEqual(code, 0, lines.text)
+        XCTAssertEqual(runner.commands, ["restic backup --dry-run /d"])
     }
 
     func testForgetNeverInitialises() throws {
@@ -130,31 +221,65 @@ final class ResticJobTests: XCTestCase {
         XCTAssertTrue(log.contains("there is no restic repository at r:b"), log)
     }
 
-    func testALockIsUnlockedAndRetried() throws {
+    static let lockJSON = #"{"time":"%@","exclusive":true,"hostname":"%@","username":"root","pid":7,"uid":0,"gid":0}"#
+    static let lockID = String(repeating: "ab", count: 32)
+
+    /// A job whose first run meets one lock (of `host`, made `age` seconds ago).
+    func runLockedJob(_ kind: ResticJob.Kind, host: String, age: Double, wait: String = "1") throws -> (Int32, [String], String) {
+        let time = ISO8601DateFormatter().string(from: Date().addingTimeInterval(-age))
+        let removed = FakeRepository()
         let runner = FakeProcessRunner { spec, index in
-            switch spec.arguments.first {
-            case "backup" where index == 0:
-                return ProcessResult(status: .exited(1), standardError: "unable to create lock in backend: repository is already locked exclusively by PID 7 on vm by root (UID 0, GID 0)\n")
-            default: return ProcessResult(status: .exited(0))
+            switch spec.arguments.prefix(2).joined(separator: " ") {
+            case "list locks": return ProcessResult(status: .exited(0), standardOutput: removed.exists ? "" : Self.lockID + "\n")
+            case "cat lock": return ProcessResult(status: .exited(0), standardOutput: String(format: Self.lockJSON, time, host))
+            default: break
             }
+            if spec.executable == "rclone" && spec.arguments.first == "deletefile" {
+                removed.exists = true
+                return ProcessResult(status: .exited(0))
+            }
+            if removed.exists { return ProcessResult(status: .exited(0)) }
+            return ProcessResult(status: .exited(1), standardError: "unable to create lock in backend: repository is already locked exclusively by PID 7 on \(host) by root (UID 0, GID 0)\n")
         }
-        let (code, log) = try runJob(.backup, [:], runner: runner)
-        XCTAssertEqual(code, 0, log)
-        XCTAssertEqual(runner.commands, ["restic backup /data", "restic unlock", "restic backup /data"])
-        XCTAssertTrue(log.contains("the repository is locked (locked exclusively by PID 7 on vm by root (UID 0, GID 0))"), log)
+        let (code, log) = try runJob(kind, ["BACKUP_REMOTE": "r:b", "LOCK_WAIT_SECONDS": wait], runner: runner)
+        return (code, runner.commands, log)
     }
 
-    func testALockThatStaysIsBusyAfterTheWait() throws {
-        let runner = FakeProcessRunner { spec, _ in
-            spec.arguments.first == "unlock" ? ProcessResult(status: .exited(0))
-                : ProcessResult(status: .exited(11), standardError: "repository is already locked by PID 7 on other by u")
-        }
+    func testALockOlderThanResticsStaleAgeIsRemovedAndTheJobRetried() throws {
+        let (code, commands, log) = try runLockedJob(.forget, host: "elsewhere", age: 31 * 60)
+        XCTAssertEqual(code, 0, log)
+        XCTAssertEqual(commands, ["restic forget /data", "restic list locks --no-lock", "restic cat lock \(Self.lockID) --no-lock",
+                                  "rclone deletefile r:b/locks/\(Self.lockID)", "restic forget /data"])
+        XCTAssertTrue(log.contains("removed the stale lock abababab"), log)
+        XCTAssertFalse(commands.contains { $0.contains("unlock") }, "restic unlock is never used")
+    }
+
+    func testAFreshLockOfThisHostNameThatNoRegisteredJobMadeIsWaitedForNotRemoved() throws {
+        // The case restic's own rule gets wrong: same host name, PID 7 not running *here*, but the
+        // lock may belong to a job in another container (another PID namespace).
+        let (code, commands, log) = try runLockedJob(.forget, host: "vm", age: 60)
+        XCTAssertEqual(code, ExitCode.busy, log)
+        XCTAssertFalse(commands.contains { $0.hasPrefix("rclone deletefile") }, log)
+        XCTAssertTrue(log.contains("not a restic started by cloud-backup with this state directory"), log)
+    }
+
+    func testALockOfAnotherHostIsWaitedFor() throws {
+        let (code, commands, log) = try runLockedJob(.backup, host: "other-vm", age: 60)
+        XCTAssertEqual(code, ExitCode.busy, log)
+        XCTAssertFalse(commands.contains { $0.hasPrefix("rclone deletefile") })
+        XCTAssertTrue(log.contains("still locked after waiting 1 s (LOCK_WAIT_SECONDS)"), log)
+    }
+
+    func testAReadOnlyDestinationIsNotALock() throws {
+        let output = "Save(<lock/fda16ff7da>) returned error, retrying after 552ms: open /r/locks/fda-tmp-1: read-only file system\nopen /r/locks/fda-tmp-2: read-only file system\ngithub.com/restic/restic/internal/backend/local.(*Local).Save\n\tgithub.com/restic/restic/internal/backend/local/local.go:153\nruntime.goexit\n\truntime/asm_amd64.s:1594\nunable to create lock in backend\n"
+        let runner = FakeProcessRunner { _, _ in ProcessResult(status: .exited(1), standardError: output) }
         let started = Date()
-        let (code, log) = try runJob(.forget, ["LOCK_WAIT_SECONDS": "1"], runner: runner)
-        XCTAssertEqual(code, ExitCode.busy)
-        XCTAssertLessThan(Date().timeIntervalSince(started), 5)
-        XCTAssertTrue(log.contains("still locked by another job after waiting 1 s"), log)
-        XCTAssertGreaterThanOrEqual(runner.commands.filter { $0 == "restic unlock" }.count, 1)
+        let (code, log) = try runJob(.backup, ["LOCK_WAIT_SECONDS": "900"], runner: runner)
+        XCTAssertEqual(code, 1, log)
+        XCTAssertLessThan(Date().timeIntervalSince(started), 5, "no waiting for a lock that does not exist")
+        XCTAssertEqual(runner.commands, ["restic backup /data"])
+        XCTAssertTrue(log.contains("the destination is read-only (read-only file system): restic could not write its lock file"), log)
+        XCTAssertFalse(log.contains("unlock"), log)
     }
 
     func testWrongPasswordKeepsResticsExitCodeAndSaysWhatToDo() throws {
@@ -174,7 +299,8 @@ final class ResticJobTests: XCTestCase {
         XCTAssertTrue(lines.text.contains("looks like a container id and RESTIC_HOST is not set"), lines.text)
         let withHost = FakeProcessRunner { _, _ in ProcessResult(status: .exited(0)) }
         _ = try runJob(.backup, ["RESTIC_HOST": "vm1"], runner: withHost)
-        XCTAssertEqual(withHost.commands, ["restic backup --host vm1 /data"])
+        // On a terminal restic's output is not read: this run's snapshot is looked up by host instead.
+        XCTAssertEqual(withHost.commands, ["restic backup --host vm1 /data", "restic snapshots --json --no-lock --latest 1 --host vm1"])
     }
 
     func testMissingResticIsUnavailable() throws {
@@ -187,10 +313,43 @@ final class ResticJobTests: XCTestCase {
     }
 
     func testIncompleteSnapshotKeepsExitCode3() throws {
-        let runner = FakeProcessRunner { _, _ in ProcessResult(status: .exited(3), standardOutput: "snapshot 1234abcd saved\n") }
+        let runner = FakeProcessRunner { spec, _ in
+            ProcessResult(status: .exited(spec.arguments.first == "backup" ? 3 : 0), standardOutput: spec.arguments.first == "backup" ? "snapshot 1234abcd saved\n" : "")
+        }
         let (code, log) = try runJob(.backup, [:], runner: runner)
         XCTAssertEqual(code, 3)
         XCTAssertTrue(log.contains("snapshot 1234abcd saved; WARNING: some files could not be read"), log)
+    }
+}
+
+/// The answers of a repository for the fake runner: `cat config`, `init`, `list keys`, `cat snapshot`.
+final class FakeRepository: @unchecked Sendable {
+    private let lock = NSLock()
+    private var _exists = false
+    var keys = 1
+    var idAfterInit = "0123456789" + String(repeating: "a", count: 54)
+    var exists: Bool {
+        get { lock.lock(); defer { lock.unlock() }; return _exists }
+        set { lock.lock(); _exists = newValue; lock.unlock() }
+    }
+
+    func answer(_ spec: ProcessSpec) -> ProcessResult? {
+        switch spec.arguments.prefix(2).joined(separator: " ") {
+        case "cat config":
+            return exists ? ProcessResult(status: .exited(0), standardOutput: "{\"version\":2,\"id\":\"\(idAfterInit)\"}")
+                : ProcessResult(status: .exited(1), standardError: ResticJobTests.missing014)
+        case "list keys": return ProcessResult(status: .exited(0), standardOutput: (0..<keys).map { "\($0)abc\n" }.joined())
+        case "cat snapshot": return ProcessResult(status: .exited(0), standardOutput: "{}")
+        default: break
+        }
+        switch spec.arguments.first {
+        case "init":
+            exists = true
+            return ProcessResult(status: .exited(0), standardOutput: "created restic repository 0123456789 at r:b\n")
+        case "lsjson": return ProcessResult(status: .exited(0), standardOutput: "[]")
+        case "lsf": return ProcessResult(status: .exited(0))
+        default: return nil
+        }
     }
 }
 
@@ -230,12 +389,14 @@ final class InterruptedInitTests: XCTestCase {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         _ = FileManager.default.createFile(atPath: directory + "/restic", contents: Data("#!/bin/sh\n".utf8), attributes: [.posixPermissions: 0o755])
-        let runner = FakeProcessRunner { spec, index in
+        let repository = FakeRepository()
+        let runner = FakeProcessRunner { spec, _ in
             switch (spec.arguments.first, spec.arguments.last) {
-            case ("backup", _): return ProcessResult(status: .exited(index == 0 ? 10 : 0))
+            case ("backup", _): return ProcessResult(status: .exited(repository.exists ? 0 : 10), standardOutput: repository.exists ? "snapshot abcd1234 saved\n" : "")
             case ("lsjson", "r:b"): return ProcessResult(status: .exited(0), standardOutput: #"[{"Name":"data"},{"Name":"keys"},{"Name":"locks"}]"#)
-            case ("lsjson", "r:b/keys"): return ProcessResult(status: .exited(0), standardOutput: keysListing)
-            default: return ProcessResult(status: .exited(0))
+            case ("lsf", "r:b/keys"): return ProcessResult(status: .exited(0), standardOutput: keysListing)
+            case ("lsf", _): return ProcessResult(status: .exited(0))
+            default: return repository.answer(spec) ?? ProcessResult(status: .exited(99))
             }
         }
         let configuration = try ConfigurationLoader.load(environment: ["RESTIC_PASSWORD": "pw", "PATH": directory, "HOME": directory,
@@ -247,16 +408,21 @@ final class InterruptedInitTests: XCTestCase {
         return (code, runner.commands, lines.text)
     }
 
-    func testAnEmptyKeysDirectoryIsAnInitThatNeverSavedAKey() throws {
-        let (code, commands, log) = try run(keysListing: "[]")
+    func testEmptyDirectoriesAreAnInitThatNeverSavedAKey() throws {
+        let (code, commands, log) = try run(keysListing: "")
         XCTAssertEqual(code, 0, log)
-        XCTAssertEqual(commands, ["restic backup /d", "rclone lsjson --max-depth 1 r:b", "rclone lsjson --max-depth 1 r:b/keys", "restic init", "restic backup /d"])
+        XCTAssertEqual(Array(commands.prefix(6)), ["restic backup /d", "restic cat config --no-lock", "rclone lsjson --max-depth 1 r:b",
+                                                   "rclone lsf --recursive --files-only --max-depth 3 r:b/data",
+                                                   "rclone lsf --recursive --files-only --max-depth 3 r:b/keys",
+                                                   "rclone lsf --recursive --files-only --max-depth 3 r:b/locks"])
+        XCTAssertTrue(commands.contains("restic init"))
+        XCTAssertTrue(log.contains("holds only empty directories of restic (data, keys, locks)"), log)
     }
 
     func testKeyFilesWithoutConfigAreNeverOverwritten() throws {
-        let (code, commands, log) = try run(keysListing: #"[{"Name":"0123abcd"}]"#)
-        XCTAssertEqual(code, 1)
+        let (code, commands, log) = try run(keysListing: "0123abcd\n")
+        XCTAssertEqual(code, ExitCode.unavailable)
         XCTAssertFalse(commands.contains("restic init"))
-        XCTAssertTrue(log.contains("it holds key files (keys/) but no config: a `restic init` was interrupted after saving a key"), log)
+        XCTAssertTrue(log.contains("a `restic init` was interrupted after it saved a key and before the config"), log)
     }
 }

@@ -313,7 +313,7 @@ def test_server_is_healthy(server, env_file):
     status, output = healthcheck(server)
     assert status == 0, output
     assert "unhealthy" not in output
-    assert "REST server answering" in last_health_output(server)
+    assert "REST server ready on 127.0.0.1" in last_health_output(server)
     server_log = logs(server)
     assert "127.0.0.1" in server_log and "only" in server_log, "without credentials the server must stay on loopback"
 

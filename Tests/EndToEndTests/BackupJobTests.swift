@@ -103,19 +103,39 @@ final class BackupJobTests: SandboxTestCase {
     func testStaleLockFromAKilledResticIsRecovered() throws {
         try sandbox.writeData(files: 2, megabytes: 40)
         XCTAssertEqual(try sandbox.run(["backup", sandbox.data]).status, .exited(0))
-        // `restic check --read-data` holds an exclusive lock while it reads every pack; kill it mid-way.
-        let check = try sandbox.launchProgram("restic", ["check", "--read-data"], ["RESTIC_REPOSITORY": sandbox.repository], log: "check")
+        // `restic check --read-data` (through cloud-backup, so registered) holds an exclusive lock while
+        // it reads every pack; kill it mid-way.
+        let (job, _) = try sandbox.launch(["restic", "check", "--read-data"], log: "check")
         try waitFor("restic check's lock", seconds: 20) { !self.sandbox.locks().isEmpty }
-        check.send(SIGKILL)
-        _ = check.wait()
+        let restic = try XCTUnwrap(sandbox.childPIDs(of: job.pid, named: "restic").first)
+        kill(restic, SIGKILL)
+        _ = job.wait()
         XCTAssertEqual(sandbox.locks().count, 1, "a stale exclusive lock is left behind")
 
         let result = try sandbox.run(["backup", sandbox.data])
         XCTAssertEqual(result.status, .exited(0), result.standardError)
-        XCTAssertTrue(result.standardError.contains("the repository is locked (locked exclusively by PID"), result.standardError)
-        XCTAssertTrue(result.standardError.contains("removing stale locks with `restic unlock` and retrying"), result.standardError)
+        XCTAssertTrue(result.standardError.contains("removed the stale lock"), result.standardError)
+        XCTAssertTrue(result.standardError.contains("made by restic check (PID \(restic)) of a cloud-backup job that has ended (killed)"), result.standardError)
+        XCTAssertFalse(result.standardError.contains("restic unlock"), result.standardError)
         XCTAssertEqual(sandbox.locks(), [])
         XCTAssertEqual(try sandbox.snapshotIDs().count, 2)
+    }
+
+    func testALockOfAResticNotStartedByCloudBackupIsNotRemovedOnAGuess() throws {
+        try sandbox.writeData(files: 2, megabytes: 40)
+        XCTAssertEqual(try sandbox.run(["backup", sandbox.data]).status, .exited(0))
+        // A raw restic, not through cloud-backup: from here nothing can tell whether a restic of
+        // that PID runs in another container with the same host name.
+        let check = try sandbox.launchProgram("restic", ["check", "--read-data"], ["RESTIC_REPOSITORY": sandbox.repository], log: "check")
+        try waitFor("restic check's lock", seconds: 20) { !self.sandbox.locks().isEmpty }
+        check.send(SIGKILL)
+        _ = check.wait()
+
+        let result = try sandbox.run(["backup", sandbox.data], ["LOCK_WAIT_SECONDS": "2"])
+        XCTAssertEqual(result.status, .exited(75), result.standardError)
+        XCTAssertTrue(result.standardError.contains("not a restic started by cloud-backup with this state directory"), result.standardError)
+        XCTAssertTrue(result.standardError.contains("cloud-backup restic unlock --remove-all"), result.standardError)
+        XCTAssertEqual(sandbox.locks().count, 1, "left for its age (30 min) or a person to decide")
     }
 
     func testALiveLockMakesTheJobBusyThenItSucceeds() throws {
@@ -128,7 +148,7 @@ final class BackupJobTests: SandboxTestCase {
 
         let busy = try sandbox.run(["backup", sandbox.data], ["LOCK_WAIT_SECONDS": "2", "BACKUP_CHECK_URL": pings.url()])
         XCTAssertEqual(busy.status, .exited(75), busy.standardError)
-        XCTAssertTrue(busy.standardError.contains("the repository is still locked by another job after waiting 2 s"), busy.standardError)
+        XCTAssertTrue(busy.standardError.contains("the repository is still locked after waiting 2 s"), busy.standardError)
         XCTAssertEqual(pings.pings.last?.path, "/ping/2b8a4c0e-1d2f-4e5a-9b6c-7d8e9f0a1b2c/75")
         XCTAssertTrue(pings.pings.last?.body.contains("repository busy") == true)
         XCTAssertEqual(try sandbox.snapshotIDs().count, 1)

@@ -48,9 +48,19 @@ final class Sandbox: @unchecked Sendable {
     var repository: String { "\(root)/state/repository" }
     var data: String { "\(root)/data" }
 
-    /// Runs `cloud-backup ARGS…` to the end.
+    /// As `docker compose run --rm` sees a server container: another PID namespace (its own /proc),
+    /// the same host name, network and state volume. Needs root.
+    static let otherPIDNamespace = ["unshare", "--pid", "--fork", "--mount-proc"]
+
+    /// Runs `cloud-backup ARGS…` to the end (through `wrapper`, e.g. `Sandbox.otherPIDNamespace`).
     @discardableResult
-    func run(_ arguments: [String], _ extra: [String: String] = [:], removing: [String] = [], stdin: String? = nil) throws -> ProcessResult {
+    func run(_ arguments: [String], _ extra: [String: String] = [:], removing: [String] = [], stdin: String? = nil, wrapper: [String] = []) throws -> ProcessResult {
+        if !wrapper.isEmpty {
+            var env = environment.merging(extra) { $1 }
+            removing.forEach { env.removeValue(forKey: $0) }
+            return try runner.run(ProcessSpec(executable: wrapper[0], arguments: Array(wrapper.dropFirst()) + [binary] + arguments, environment: env,
+                                              standardOutput: .collect(limit: 8 << 20), standardError: .collect(limit: 8 << 20)))
+        }
         var env = environment.merging(extra) { $1 }
         removing.forEach { env.removeValue(forKey: $0) }
         if let stdin {
@@ -65,9 +75,11 @@ final class Sandbox: @unchecked Sendable {
     }
 
     /// Starts `cloud-backup ARGS…` in the background with its output in a log file; stopped at cleanup.
-    func launch(_ arguments: [String], _ extra: [String: String] = [:], log name: String) throws -> (process: any RunningProcess, log: String) {
+    /// `wrapper` runs it through another program (e.g. `Sandbox.otherPIDNamespace`).
+    func launch(_ arguments: [String], _ extra: [String: String] = [:], log name: String, wrapper: [String] = []) throws -> (process: any RunningProcess, log: String) {
         let log = "\(root)/logs/\(name).log"
-        let spec = ProcessSpec(executable: "sh", arguments: ["-c", "exec \"$0\" \"$@\" >>\(log) 2>&1", binary] + arguments,
+        let command = wrapper + [binary] + arguments
+        let spec = ProcessSpec(executable: "sh", arguments: ["-c", "exec \"$0\" \"$@\" >>\(log) 2>&1"] + command,
                                environment: environment.merging(extra) { $1 }, standardOutput: .discard, standardError: .discard)
         let process = try runner.launch(spec)
         background.append(process)
@@ -88,8 +100,11 @@ final class Sandbox: @unchecked Sendable {
     func startServer(_ extra: [String: String] = [:], log name: String = "server") throws -> (process: any RunningProcess, log: String) {
         let server = try launch(["start-server"], extra, log: name)
         let credentials = extra["RESTIC_REST_USERNAME"].map { RestCredentials(username: $0, password: extra["RESTIC_REST_PASSWORD"] ?? "") }
+        // Ready as jobs see it: answering, and its record in the state directory says so.
         try waitFor("the REST server on port \(port)", seconds: 30) {
-            RestServerProbe.probe(port: self.port, credentials: credentials, timeout: 1) == .restServer
+            guard RestServerProbe.probe(port: self.port, credentials: credentials, timeout: 1) == .restServer else { return false }
+            let (record, alive) = ServerRecord.read(stateDirectory: "\(self.root)/state")
+            return alive && record?.state == .ready
         }
         return server
     }

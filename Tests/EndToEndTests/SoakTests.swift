@@ -4,10 +4,12 @@ import XCTest
 
 /// Backup/forget cycles against one repository while restic, the rclone server and cloud-backup itself
 /// are killed at random moments (SIGKILL and SIGTERM). After every fault the next job must succeed with
-/// no manual help; at the end `restic check --read-data` passes and every snapshot a job reported as
-/// saved is in the repository and restores byte for byte.
+/// no manual help. Each cycle also races a `forget --prune` from another PID namespace against a running
+/// backup, and every fourth cycle two first backups into a fresh destination, at varied offsets. At the
+/// end `restic check --read-data` passes and every snapshot a job reported as saved is in the
+/// repository and restores byte for byte.
 ///
-/// Runs alone with `swift test --filter SoakTests`; SOAK_CYCLES (default 30) and SOAK_SEED (default:
+/// Runs alone with `swift test --filter SoakTests`; SOAK_CYCLES (default 20) and SOAK_SEED (default:
 /// random, printed) make a run repeatable.
 final class SoakTests: XCTestCase {
     enum Fault: CaseIterable {
@@ -20,7 +22,7 @@ final class SoakTests: XCTestCase {
     }
 
     func testCyclesWithRandomKills() throws {
-        let cycles = Int(ProcessInfo.processInfo.environment["SOAK_CYCLES"] ?? "") ?? 30
+        let cycles = Int(ProcessInfo.processInfo.environment["SOAK_CYCLES"] ?? "") ?? 20
         let seed = UInt64(ProcessInfo.processInfo.environment["SOAK_SEED"] ?? "") ?? UInt64.random(in: 1...UInt64(UInt32.max))
         print("soak: \(cycles) cycles, SOAK_SEED=\(seed)")
         var random = SeededGenerator(seed: seed)
@@ -40,34 +42,56 @@ final class SoakTests: XCTestCase {
         XCTAssertEqual(try sandbox.run(["backup", "--tag", "keep", keep]).status, .exited(0))
         var saved: [Saved] = []
         var faultsApplied: [Fault: Int] = [:]
+        var initRaces = 0
 
-        func runJob(_ arguments: [String], fault: Fault, label: String) throws -> (code: Int32?, log: String) {
-            let (job, log) = try sandbox.launch(arguments, log: label)
-            if fault != .none {
-                Thread.sleep(forTimeInterval: Double.random(in: 0.05...0.9, using: &random))
-                var target: pid_t?
-                var signal = SIGKILL
-                switch fault {
-                case .none: break
-                case .killRestic, .terminateRestic:
-                    target = sandbox.childPIDs(of: job.pid, named: "restic").first
-                    signal = fault == .killRestic ? SIGKILL : SIGTERM
-                case .killRclone, .terminateRclone:
-                    target = sandbox.childPIDs(of: server.pid, named: "rclone").first
-                    signal = fault == .killRclone ? SIGKILL : SIGTERM
-                case .killJob, .terminateJob:
-                    target = job.pid
-                    signal = fault == .killJob ? SIGKILL : SIGTERM
-                }
-                if let target {
-                    kill(target, signal)
-                    faultsApplied[fault, default: 0] += 1
-                }
+        /// Starts a job (through `wrapper`: another PID namespace, as `docker compose run --rm`).
+        func startJob(_ arguments: [String], label: String, wrapper: [String] = []) throws -> (process: any RunningProcess, log: String) {
+            try sandbox.launch(arguments, log: label, wrapper: wrapper)
+        }
+
+        /// The job's own cloud-backup process (below the wrapper, if any) and its restic.
+        func jobProcess(_ job: any RunningProcess, named name: String) -> pid_t? {
+            if name == "cloud-backup" && PortOwner.processName(job.pid) == "cloud-backup" { return job.pid }
+            return sandbox.descendants(of: job.pid).first { PortOwner.processName($0) == name }
+        }
+
+        func inject(_ fault: Fault, into job: any RunningProcess) {
+            guard fault != .none else { return }
+            Thread.sleep(forTimeInterval: Double.random(in: 0.05...0.9, using: &random))
+            var target: pid_t?
+            var signal = SIGKILL
+            switch fault {
+            case .none: break
+            case .killRestic, .terminateRestic:
+                target = jobProcess(job, named: "restic")
+                signal = fault == .killRestic ? SIGKILL : SIGTERM
+            case .killRclone, .terminateRclone:
+                target = sandbox.childPIDs(of: server.pid, named: "rclone").first
+                signal = fault == .killRclone ? SIGKILL : SIGTERM
+            case .killJob, .terminateJob:
+                target = jobProcess(job, named: "cloud-backup")
+                signal = fault == .killJob ? SIGKILL : SIGTERM
             }
-            let result = waitForExit(job, seconds: 180)
-            XCTAssertNotNil(result, "\(label) hung:\n\(sandbox.readLog(log))")
-            guard case .exited(let code)? = result?.status else { return (nil, sandbox.readLog(log)) }
-            return (code, sandbox.readLog(log))
+            if let target {
+                kill(target, signal)
+                faultsApplied[fault, default: 0] += 1
+            }
+        }
+
+        var phaseSeconds: [String: Double] = [:]
+        func finish(_ job: (process: any RunningProcess, log: String), label: String) -> (code: Int32?, log: String) {
+            let started = Date()
+            defer { phaseSeconds[String(label.prefix { !$0.isNumber }), default: 0] += Date().timeIntervalSince(started) }
+            let result = waitForExit(job.process, seconds: 180)
+            XCTAssertNotNil(result, "\(label) hung:\n\(sandbox.readLog(job.log))")
+            guard case .exited(let code)? = result?.status else { return (nil, sandbox.readLog(job.log)) }
+            return (code, sandbox.readLog(job.log))
+        }
+
+        func runJob(_ arguments: [String], fault: Fault, label: String, wrapper: [String] = []) throws -> (code: Int32?, log: String) {
+            let job = try startJob(arguments, label: label, wrapper: wrapper)
+            inject(fault, into: job.process)
+            return finish(job, label: label)
         }
 
         func snapshotOfKeep() throws -> [String: Data] {
@@ -103,16 +127,46 @@ final class SoakTests: XCTestCase {
             let forgetFault = Fault.allCases.randomElement(using: &random)!
             _ = try runJob(["forget", "--tag", "scratch", "--keep-last", "1", "--prune"], fault: forgetFault, label: "forget-\(cycle)")
 
-            // The next job after any fault must succeed by itself.
-            let verify = try runJob(["backup", "--tag", "keep", keep], fault: .none, label: "verify-\(cycle)")
+            // The next job after any fault must succeed by itself; meanwhile an admin's
+            // `docker compose run --rm … forget --prune` (another PID namespace, same host name) races
+            // it, started at a varied offset: it must wait for the backup's lock, never remove it.
+            let verifyJob = try startJob(["backup", "--tag", "keep", keep], label: "verify-\(cycle)")
+            Thread.sleep(forTimeInterval: Double.random(in: 0...1.5, using: &random))
+            let racingForget = try runJob(["forget", "--tag", "scratch", "--keep-last", "1", "--prune"], fault: .none,
+                                          label: "forget-other-namespace-\(cycle)", wrapper: Sandbox.otherPIDNamespace)
+            let verify = finish(verifyJob, label: "verify-\(cycle)")
             XCTAssertEqual(verify.code, 0, "cycle \(cycle): the job after a fault (\(forgetFault)) failed:\n\(verify.log)")
+            XCTAssertEqual(racingForget.code, 0, "cycle \(cycle): the forget from another PID namespace failed:\n\(racingForget.log)")
             if verify.code == 0 { record(verify.log, files: expected) }
+
+            // Every fourth cycle: two first backups at once into a fresh destination, one of them from
+            // another PID namespace, at a varied offset: one repository, one key, both snapshots load.
+            if cycle % 4 == 0 {
+                let fresh = "\(sandbox.root)/fresh-\(cycle)"
+                let env = ["BACKUP_REMOTE": fresh]
+                let first = try sandbox.launch(["backup", "--tag", "race", scratch], env, log: "race-a-\(cycle)")
+                Thread.sleep(forTimeInterval: Double.random(in: 0...1.5, using: &random))
+                let second = try sandbox.launch(["backup", "--tag", "race", keep], env, log: "race-b-\(cycle)", wrapper: Sandbox.otherPIDNamespace)
+                for (label, job) in [("race-a", first), ("race-b", second)] {
+                    let outcome = finish(job, label: label)
+                    XCTAssertEqual(outcome.code, 0, "cycle \(cycle): \(label) failed:\n\(outcome.log)")
+                }
+                let keys = (try? FileManager.default.contentsOfDirectory(atPath: fresh + "/keys")) ?? []
+                XCTAssertEqual(keys.count, 1, "cycle \(cycle): two first backups made \(keys.count) keys")
+                let ids = try sandbox.snapshotIDs(repository: fresh)
+                XCTAssertEqual(ids.count, 2, "cycle \(cycle)")
+                for id in ids {
+                    XCTAssertEqual(try sandbox.restic(["cat", "snapshot", id], repository: fresh).status, .exited(0), "cycle \(cycle): snapshot \(id)")
+                }
+                initRaces += 1
+            }
             if server.hasExited {
                 XCTFail("the server died:\n\(sandbox.readLog(serverLog))")
                 break
             }
         }
-        print("soak: faults applied \(faultsApplied), \(saved.count) snapshots reported saved")
+        print("soak: seconds waited per phase \(phaseSeconds.mapValues { Int($0) })")
+        print("soak: faults applied \(faultsApplied), \(initRaces) first-backup races, \(cycles) forget races from another PID namespace, \(saved.count) snapshots reported saved")
         XCTAssertGreaterThanOrEqual(faultsApplied.values.reduce(0, +), cycles / 2, "too few faults landed")
 
         server.send(SIGTERM)

@@ -34,7 +34,7 @@ final class StatusTests: SandboxTestCase {
         XCTAssertEqual(healthy.code, 0, healthy.text)
         for line in ["✓ environment: valid", "✓ restic: restic ", "✓ rclone: rclone v", "✓ destination: \(sandbox.repository) is a writable directory",
                      "✓ repository: initialised, password accepted (through the REST server", "✓ snapshots: latest snapshot of vm-status: ",
-                     "✓ REST server: answering on 127.0.0.1:\(sandbox.port)", "✓ monitoring: BACKUP_CHECK_URL: 127.0.0.1:\(pings.port) reachable", "all is well"] {
+                     "✓ REST server: ready on 127.0.0.1:\(sandbox.port) (start-server PID ", "✓ monitoring: BACKUP_CHECK_URL: 127.0.0.1:\(pings.port) reachable", "all is well"] {
             assertLine(healthy.text, line)
         }
         XCTAssertEqual(pings.pings.count, 2, "status sent no ping (only the backup's two)")

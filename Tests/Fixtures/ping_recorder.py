@@ -7,7 +7,7 @@ Usage: ping_recorder.py RECORD_FILE [--port N] [--body-limit N] [--delay SECONDS
 Listens on 127.0.0.1 only (port 0 = any free port; the chosen port is written to --ready-file).
 Each request is appended to RECORD_FILE as one JSON line:
   {"method", "path", "query", "body", "time"}
-Answers as Healthchecks does (healthchecks-api.md): "OK" with a `Ping-Body-Limit` header; a path that is
+Answers as Healthchecks does (docs/design.md#healthchecks): "OK" with a `Ping-Body-Limit` header; a path that is
 not /<uuid>[/start|/fail|/log|/<0-255>] or /<ping-key>/<slug>[...] gets 404; a bad `rid` or an exit
 status over 255 gets 400; a body over the limit is cut silently (as the server does).
 --delay makes every answer slow; --status forces an HTTP status (to test retries).

@@ -188,11 +188,26 @@ public enum CommandLineInterface {
         }
     }
 
-    /// Process-wide settings every command needs (`../shared/notes/swift-process-on-linux.md`): a closed
-    /// log reader must not kill us (children get SIGPIPE back at its default from the runner). Our own
-    /// lines are written with write(2), unbuffered, so they interleave with the children's in logs.
+    /// Process-wide settings every command needs: a closed log reader must not kill us (children get
+    /// SIGPIPE back at its default from the runner). Our own lines are written with write(2),
+    /// unbuffered, so they interleave with the children's in logs.
+    /// Dispositions and the mask survive exec, so whatever our parent set is undone here:
+    /// - SIGCHLD ignored (SIG_IGN or SA_NOCLDWAIT) makes the kernel reap our children itself, and
+    ///   their exit status is lost: back to the default;
+    /// - a blocked SIGINT/SIGTERM/SIGHUP would never reach the signal monitor (SIGCHLD is unblocked
+    ///   with them). Called on the main thread before the tool starts threads of its own, so they
+    ///   inherit the cleared mask.
     static func prepareProcess() {
         signal(SIGPIPE, SIG_IGN)
+        var standard = sigaction()
+        standard.__sigaction_handler.sa_handler = SIG_DFL
+        sigemptyset(&standard.sa_mask)
+        standard.sa_flags = 0
+        sigaction(SIGCHLD, &standard, nil)
+        var unblock = sigset_t()
+        sigemptyset(&unblock)
+        for signal in [SIGINT, SIGTERM, SIGHUP, SIGCHLD] { sigaddset(&unblock, signal) }
+        pthread_sigmask(SIG_UNBLOCK, &unblock, nil)
     }
 
     /// The secrets of a raw environment, for output made before (or without) a valid configuration.

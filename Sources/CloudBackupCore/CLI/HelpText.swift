@@ -29,7 +29,7 @@ public enum HelpText {
     Subcommands:
       config              Set up: INFN Cloud login (device flow), storage access, the repository. Idempotent.
       start-server        Serve the destination to restic over HTTP (rclone serve restic), in the foreground.
-      server-status       Exit 0 if the REST server answers on 127.0.0.1:RESTIC_REST_PORT (for health checks).
+      server-status       Exit 0 if this state directory's REST server is ready on 127.0.0.1:RESTIC_REST_PORT.
       backup [ARGS…]      Run `restic backup ARGS…`, creating the repository on first use; pings BACKUP_CHECK_URL.
       forget [ARGS…]      Run `restic forget ARGS…` (e.g. --keep-within 1m --prune); pings FORGET_CHECK_URL.
       check [ARGS…]       Run `restic check ARGS…` (e.g. --read-data-subset 5%); pings CHECK_CHECK_URL.
@@ -75,6 +75,8 @@ public enum HelpText {
     Tuning:
       LOCK_WAIT_SECONDS          How long a job waits for another job's lock (default 900).
       STOP_GRACE_SECONDS         After SIGTERM/SIGINT, how long restic gets to stop cleanly (default 8).
+      SERVER_START_TIMEOUT_SECONDS
+                                 How long start-server waits for rclone to serve before a failed start (default 60).
       PING_TIMEOUT_SECONDS       Timeout of each Healthchecks request (default 10; a ping, retries included,
                                  never delays a job more than 35 s).
       CLOUD_BACKUP_STATE_DIR     Where the tool keeps its state (default ~/.local/state/cloud-backup).
@@ -82,33 +84,40 @@ public enum HelpText {
     Any secret above may instead be given as NAME_FILE, a file holding it (Docker secrets).
 
     Exit codes: restic's own (0 ok, 1 failed, 3 some files unreadable, 10–12 and 130 on restic ≥ 0.17);
-    64 usage, 69 a program or the destination unavailable, 75 repository busy (locked), 77 INFN login
-    failed, 78 configuration.
+    64 usage, 69 a program or the destination unavailable, or restic files at the destination that no
+    repository can be created over, 73 state directory not writable, 75 repository busy (locked),
+    77 INFN login failed, 78 configuration.
     """
 
     static let startServer = """
     Usage: cloud-backup start-server
 
     Runs `rclone serve restic` on the destination in the foreground and keeps it running: rclone is
-    restarted if it dies; if it fails to start 5 times in a row (e.g. the remote refuses), the
-    command gives up with exit 69. A port held by another program is reported at once; an rclone left
-    by a start-server killed with SIGKILL is stopped and replaced. SIGTERM or SIGINT stops it within
-    STOP_GRACE_SECONDS.
+    restarted if it dies; if it fails to start 5 times in a row (the remote refuses, or does not answer
+    within SERVER_START_TIMEOUT_SECONDS, default 60), the command gives up with exit 69. A port held by
+    another program is reported at once; an rclone left by a start-server killed with SIGKILL is stopped
+    and replaced. SIGTERM or SIGINT stops it within STOP_GRACE_SECONDS.
+
+    One server per state directory: it records its port, destination and rclone's PID in
+    CLOUD_BACKUP_STATE_DIR (server.json, under the lock server.lock), and jobs use the server only when
+    that record proves it is this one, ready, serving their destination, in their network namespace.
 
     With RESTIC_REST_USERNAME and RESTIC_REST_PASSWORD set, it listens on all interfaces at
     RESTIC_REST_PORT (default 8080) and requires them; without, it listens on 127.0.0.1 only.
     RESTIC_REST_APPEND_ONLY=true refuses deletions and overwrites (protection against a compromised client).
     Credentials are passed to rclone through its environment, never on its command line.
 
-    Jobs started in the same container or machine (`backup`, `forget`, `restic`) use this server.
+    Jobs started in the same container or machine (`backup`, `forget`, `check`, `restic`) use this
+    server; anything else answering on the port is never used.
     """
 
     static let serverStatus = """
     Usage: cloud-backup server-status
 
-    Prints one line and exits 0 when a restic REST server answers on 127.0.0.1:RESTIC_REST_PORT (with
-    RESTIC_REST_USERNAME/RESTIC_REST_PASSWORD when set), 1 otherwise. It sends no ping and runs no restic,
-    so it suits a container HEALTHCHECK.
+    Prints one line and exits 0 when this state directory's start-server is ready and its rclone
+    answers on 127.0.0.1:RESTIC_REST_PORT (with RESTIC_REST_USERNAME/RESTIC_REST_PASSWORD when set), 1
+    otherwise (not running, still starting, or something else on the port). It sends no ping and runs
+    no restic, so it suits a container HEALTHCHECK.
     """
 
     static let backup = """
@@ -117,13 +126,17 @@ public enum HelpText {
     Example: cloud-backup backup --tag daily /backup/dir1 /backup/dir2
 
     Runs `restic backup` with your arguments (see `cloud-backup restic backup --help`), with
-    --host $RESTIC_HOST when RESTIC_HOST is set. The repository is the local REST server when one answers
-    on RESTIC_REST_PORT, otherwise the destination itself.
+    --host $RESTIC_HOST when RESTIC_HOST is set. The repository is reached through this state directory's
+    REST server when it is provably running and serving this destination, otherwise directly.
 
-    - First run: when restic finds no repository, the destination is listed; the repository is created
-      (restic init) only if that listing worked and shows no repository. Otherwise nothing is created.
-    - Locked repository: stale locks are removed (restic unlock) and the backup retried for up to
-      LOCK_WAIT_SECONDS; then it exits 75 (busy).
+    - First run: when restic finds no repository, one job at a time (a lock in CLOUD_BACKUP_STATE_DIR)
+      lists the destination; the repository is created (restic init) only if that listing worked and
+      shows no file of a repository (config, keys/, data/, index/, snapshots/, locks/); otherwise exit 69
+      with what was found. After init the job checks that the repository is the one it created.
+    - After restic says "snapshot … saved", the snapshot is read back; if it is not there, exit 1.
+    - Locked repository: a lock is removed only when its holder has provably ended (not refreshed for
+      30 min, or made by a cloud-backup restic that no longer runs); other locks are waited for up to
+      LOCK_WAIT_SECONDS, then exit 75 (busy). A destination that is read-only or full fails at once.
     - SIGTERM/SIGINT: restic gets SIGINT (it removes its lock), then SIGKILL after STOP_GRACE_SECONDS.
     - BACKUP_CHECK_URL: pinged at start and with the exit code at the end, with a summary and the end of the log.
     - Output: on a terminal, restic's own live progress. Otherwise (logs) restic runs with --json and

@@ -60,6 +60,8 @@ public struct Configuration: Sendable {
     public var snapshotMaximumAgeHours: Int
     public var lockWaitSeconds: Int
     public var stopGraceSeconds: Int
+    /// How long `start-server` waits for rclone to answer before it counts a failed start.
+    public var serverStartTimeoutSeconds: Int
     /// Each Healthchecks request's timeout; a ping's retries all fit in `pingBudgetSeconds`.
     public var pingTimeoutSeconds: Int
     public var pingBudgetSeconds: Double { min(35, Double(pingTimeoutSeconds) * 3 + 5) }
@@ -202,6 +204,8 @@ public enum ConfigurationLoader {
         let grace = integer("STOP_GRACE_SECONDS", in: environment, default: 8, range: 1...300,
                             meaning: "a number of seconds from 1 to 300", problems: &problems)
 
+        let serverStart = integer("SERVER_START_TIMEOUT_SECONDS", in: environment, default: 60, range: 5...3600,
+                                  meaning: "a number of seconds from 5 to 3600", problems: &problems)
         let pingTimeout = integer("PING_TIMEOUT_SECONDS", in: environment, default: 10, range: 1...60,
                                   meaning: "a number of seconds from 1 to 60", problems: &problems)
 
@@ -264,6 +268,7 @@ public enum ConfigurationLoader {
             snapshotMaximumAgeHours: maximumAge,
             lockWaitSeconds: lockWait,
             stopGraceSeconds: grace,
+            serverStartTimeoutSeconds: serverStart,
             pingTimeoutSeconds: pingTimeout,
             infn: infn,
             infnPaths: infnPaths,
@@ -324,7 +329,7 @@ public enum ConfigurationLoader {
         return trimmed
     }
 
-    /// rclone 1.60 fails every S3 call when AWS_CA_BUNDLE is set (tools-facts.md), and the tool's own
+    /// rclone 1.60 fails every S3 call when AWS_CA_BUNDLE is set (docs/design.md#infn-credential-chain), and the tool's own
     /// secret files must not be re-read by children as something else: drop what would mislead them.
     static func childEnvironment(from environment: [String: String]) -> [String: String] {
         var child = environment

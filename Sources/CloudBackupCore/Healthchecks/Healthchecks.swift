@@ -1,6 +1,6 @@
 import Foundation
 
-/// The ping endpoints of one check (`../shared/notes/healthchecks-api.md`).
+/// The ping endpoints of one check (docs/design.md#healthchecks).
 public enum PingKind: Sendable, Equatable {
     case start
     case exitStatus(Int32)
@@ -94,7 +94,7 @@ public struct HTTPTransport: Sendable {
 
 /// Pings one check for one job run. A failing ping prints a warning and never changes the job's result;
 /// each ping costs at most `budgetSeconds` (requests of at most 10 s, retried after 1, 2, 4 s).
-public final class HealthchecksMonitor: @unchecked Sendable {
+public final class HealthchecksMonitor: Sendable {
     public let check: URL?
     public let runID: String
     private let transport: HTTPTransport
@@ -103,7 +103,10 @@ public final class HealthchecksMonitor: @unchecked Sendable {
     private let requestTimeout: Double
     private let budgetSeconds: Double
     private let retryDelays: [Double]
-    public private(set) var bodyLimit = PingBody.defaultLimit
+    /// The largest ping body the server takes: its `Ping-Body-Limit` answer to `start`, else the default.
+    /// Written by `start` and read by `finish`, which may run on other threads.
+    public var bodyLimit: Int { bodyLimitAnswer.withLock { $0 } }
+    private let bodyLimitAnswer = Locked(PingBody.defaultLimit)
 
     public init(check: URL?, transport: HTTPTransport = .libcurl, secrets: [String], log: Logger,
                 requestTimeout: Double = 10, budgetSeconds: Double = 35, retryDelays: [Double] = [1, 2, 4]) {
@@ -121,7 +124,7 @@ public final class HealthchecksMonitor: @unchecked Sendable {
         guard let check else { return }
         if let response = send(check: check, kind: .start, body: nil),
            let limit = response.headers["ping-body-limit"].flatMap({ Int($0.trimmingCharacters(in: .whitespaces)) }), limit > 0 {
-            bodyLimit = limit
+            bodyLimitAnswer.withLock { $0 = limit }
         }
     }
 

@@ -206,31 +206,28 @@ public struct InfnLogin {
         }
     }
 
-    /// The repository exists, or is created (the safe rule: only over a listing that shows none).
+    /// The repository exists, or is created the one safe way (RepositoryCreation), as a first backup would.
     private func ensureRepository() throws {
         let route = RepositoryRoute.direct(configuration.destination)
-        let environment = ResticCommand.environment(base: configuration.childEnvironment, route: route)
-        let probe = try context.runner.run(ProcessSpec(executable: "restic", arguments: ["cat", "config", "--no-lock"], environment: environment,
-                                                       standardOutput: .tail(limit: 4096), standardError: .tail(limit: 16 * 1024)))
-        switch ResticOutcome.classify(status: probe.status, output: probe.standardError) {
-        case .success:
-            say("✓ repository found at \(configuration.destination.rclonePath); RESTIC_PASSWORD opens it")
-        case .repositoryMissing:
-            if case .failure(let error) = ResticJob.safeToInitialize(configuration: configuration, runner: context.runner, log: log, route: route) {
+        let runner = RegisteringRunner(base: context.runner, registry: ResticRunRegistry(stateDirectory: configuration.stateDirectory),
+                                       hostName: context.hostName, log: log)
+        let path = configuration.destination.rclonePath
+        switch RepositoryProbe.run(ResticInvoker(configuration: configuration, runner: runner, route: route)) {
+        case .exists:
+            say("✓ repository found at \(path); RESTIC_PASSWORD opens it")
+        case .missing:
+            switch RepositoryCreation(configuration: configuration, context: context, route: route, runner: runner).createIfSafe() {
+            case .failure(let error):
                 throw error
+            case .success(.created(let id)):
+                say("✓ repository created at \(path) (id \(id)); keep RESTIC_PASSWORD safe: without it nothing can be restored")
+            case .success(.foundExisting):
+                say("✓ repository found at \(path) (created by another job meanwhile); RESTIC_PASSWORD opens it")
             }
-            let created = try context.runner.run(ProcessSpec(executable: "restic", arguments: ResticCommand.initialize, environment: environment,
-                                                             standardOutput: .tail(limit: 4096), standardError: .tail(limit: 16 * 1024)))
-            guard created.status.isSuccess else {
-                throw CloudBackupError.serverFailed("restic init failed: \(ResticOutcome.fatalReason(in: created.standardError) ?? "\(created.status)")")
-            }
-            say("✓ repository created at \(configuration.destination.rclonePath); keep RESTIC_PASSWORD safe: without it nothing can be restored")
         case .wrongPassword:
-            throw CloudBackupError.configuration(["RESTIC_PASSWORD does not open the repository at \(configuration.destination.rclonePath): use the password it was created with."])
-        case .unreachable(let reason), .failed(let reason), .locked(let reason):
-            throw CloudBackupError.destinationUnreachable(destination: configuration.destination.rclonePath, reason: reason)
-        case .incompleteSnapshot, .interrupted:
-            throw CloudBackupError.serverFailed("restic stopped (\(probe.status))")
+            throw CloudBackupError.configuration(["RESTIC_PASSWORD does not open the repository at \(path): use the password it was created with."])
+        case .failed(let outcome):
+            throw CloudBackupError.destinationUnreachable(destination: path, reason: outcome.reason)
         }
     }
 }

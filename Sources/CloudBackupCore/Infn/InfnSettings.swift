@@ -5,7 +5,7 @@ import Glibc
 
 /// INFN Cloud login settings: oidc-agent holds the user's refresh token (device flow at INFN's IAM),
 /// and short-lived S3 keys come from STS AssumeRoleWithWebIdentity on INFN's Ceph RGW
-/// (`../shared/notes/infn-cloud-auth.md`). Every endpoint can be overridden (tests point them at loopback).
+/// (docs/design.md#infn-credential-chain). Every endpoint can be overridden (tests point them at loopback).
 public struct InfnSettings: Sendable, Equatable {
     public var user: String
     public var bucket: String

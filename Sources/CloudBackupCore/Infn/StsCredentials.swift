@@ -8,7 +8,7 @@ public struct TemporaryCredentials: Sendable, Equatable {
     public var expiration: Date
 }
 
-/// The STS exchange, as INFN's patched rclone does it (infn-cloud-auth.md), on the RGW endpoint.
+/// The STS exchange, as INFN's patched rclone does it (docs/design.md#infn-credential-chain), on the RGW endpoint.
 public enum StsExchange {
     /// The form body. The token goes in the body, not the URL (servers log URLs).
     public static func formBody(roleName: String, webIdentityToken: String, durationSeconds: Int) -> String {

@@ -4,16 +4,20 @@ import Glibc
 #endif
 
 /// `start-server`: `rclone serve restic` on the destination, in the foreground, kept alive.
-/// rclone is restarted when it dies. A death before it ever answered is a failure to start (port
-/// taken, remote refusing): those back off (1, 2, 4 … 30 s) and after `maxQuickFailures` in a row the
-/// server gives up and exits non-zero, so Docker's restart policy (or the admin) takes over. A death
-/// after it served is a crash: restarted at once, the count starts over. SIGTERM/SIGINT stop rclone
-/// and end the command within the grace period.
+/// rclone is restarted when it dies. A death before it ever answered, or no answer within
+/// SERVER_START_TIMEOUT_SECONDS (a destination that accepts connections and never replies), is a
+/// failure to start: those back off (1, 2, 4 … 30 s) and after `maxQuickFailures` in a row the server
+/// gives up and exits 69, so Docker's restart policy (or the admin) takes over. A death after it
+/// served is a crash: restarted at once, the count starts over. SIGTERM/SIGINT stop rclone and end
+/// the command within the grace period.
+///
+/// One server per state directory: it holds `server.lock` there for its whole life and keeps
+/// `server.json` up to date (port, destination, namespaces, rclone's PID, ready or not), which is how
+/// jobs prove that what answers on the port is this server (ServerRecord, ServerIdentity).
 public struct RestServer {
     public let configuration: Configuration
     public let context: JobContext
     public var maxQuickFailures = 5
-    public var readinessTimeoutSeconds: Double = 60
 
     public init(configuration: Configuration, context: JobContext) {
         self.configuration = configuration
@@ -48,9 +52,38 @@ public struct RestServer {
             log.error(failure.description)
             return failure.exitCode
         }
+        let serverLock: FileLock
+        switch claimStateDirectory() {
+        case .success(let lock): serverLock = lock
+        case .failure(let problem):
+            log.error(problem.description)
+            return problem.exitCode
+        }
+        defer {
+            unlink(ServerRecord.recordPath(stateDirectory: configuration.stateDirectory))
+            serverLock.release()
+        }
         if let problem = claimPort() {
             log.error(problem.description)
             return problem.exitCode
+        }
+        var record = ServerRecord(pid: getpid(), pidNamespace: Namespaces.pid, networkNamespace: Namespaces.network, hostname: context.hostName,
+                                  port: configuration.restPort, destination: configuration.destination.rclonePath,
+                                  appendOnly: configuration.appendOnly, rclonePID: nil, state: .starting, lastError: nil, updated: 0)
+        do {
+            try record.write(stateDirectory: configuration.stateDirectory)
+        } catch {
+            let failure = CloudBackupError.from(error)
+            log.error("\(failure.description) Jobs find the server through this file, so the server does not start without it.")
+            return failure.exitCode
+        }
+        func publish(_ update: (inout ServerRecord) -> Void) {
+            update(&record)
+            do {
+                try record.write(stateDirectory: configuration.stateDirectory)
+            } catch {
+                log.warning("could not update \(ServerRecord.recordPath(stateDirectory: configuration.stateDirectory)): \(CloudBackupError.from(error).description) Jobs may go to the destination directly meanwhile.")
+            }
         }
         let authenticated = configuration.restCredentials != nil
         let address = RcloneCommand.listenAddress(port: configuration.restPort, authenticated: authenticated)
@@ -96,15 +129,31 @@ public struct RestServer {
             }
             current.set(child)
             if context.signals.stopRequested { child.send(SIGTERM) }
-            let served = waitUntilReady(child)
-            if served {
+            publish { $0.rclonePID = child.pid; $0.state = .starting }
+            let readiness = waitUntilReady(child)
+            switch readiness {
+            case .ready:
+                publish { $0.state = .ready; $0.lastError = nil }
                 log.info("REST server ready at http://127.0.0.1:\(configuration.restPort)/ (rclone PID \(child.pid))")
+            case .timedOut:
+                // Accepting connections and never answering (a hung endpoint) must not hold the
+                // server in "starting" forever: count it as a failed start.
+                log.warning("rclone did not start serving within SERVER_START_TIMEOUT_SECONDS=\(configuration.serverStartTimeoutSeconds) s (is the destination answering?): stopping it")
+                child.send(SIGTERM)
+                if waitForExit(child, seconds: Double(grace)) == false { child.send(SIGKILL) }
+            case .exited, .stopping:
+                break
             }
+            let served = readiness == .ready
             let result = child.wait()
             current.set(nil)
             if context.signals.stopRequested { break }
 
             lastReason = DestinationInspector.rcloneReason(result.standardError) ?? "\(result.status)"
+            if readiness == .timedOut {
+                lastReason = "rclone did not start serving within \(configuration.serverStartTimeoutSeconds) s" + (DestinationInspector.rcloneReason(result.standardError).map { " (its last message: \($0))" } ?? "")
+            }
+            publish { $0.state = .starting; $0.rclonePID = nil; $0.lastError = lastReason }
             quickFailures = served ? 0 : quickFailures + 1
             if quickFailures >= maxQuickFailures {
                 let failure = CloudBackupError.serverFailed(
@@ -130,17 +179,20 @@ public struct RestServer {
         guard let owner = PortOwner.find(port: port) else { return nil }
         let servesRestic = owner.name == "rclone" && Array(owner.arguments.dropFirst().prefix(2)) == ["serve", "restic"]
         if servesRestic && owner.parentName == "cloud-backup" {
-            return .serverFailed("another `cloud-backup start-server` (PID \(owner.parentPID)) already serves port \(port): stop it first, or give this one another RESTIC_REST_PORT.")
+            return .serverFailed("another `cloud-backup start-server` (PID \(owner.parentPID), with another state directory) already serves port \(port): stop it first, or give this one another RESTIC_REST_PORT.")
         }
         guard servesRestic && owner.arguments.contains(configuration.destination.rclonePath) else {
             return .serverFailed("port \(port) is already in use by \(owner.name) (PID \(owner.pid)): stop it, or set RESTIC_REST_PORT to a free port.")
         }
         log.warning("rclone serve restic (PID \(owner.pid)) left behind by a start-server that was killed still holds port \(port): stopping it")
-        kill(owner.pid, SIGTERM)
+        // Not our child: its PID could be recycled between the /proc look-up and the signal, so the
+        // signal goes through a pidfd, after checking it is still that rclone.
+        let stillTheOrphan: (pid_t) -> Bool = { PortOwner.processName($0) == "rclone" && PortOwner.commandLine($0) == owner.arguments }
+        signalProcess(owner.pid, SIGTERM, stillMatches: stillTheOrphan)
         let end = Date().addingTimeInterval(5)
-        while kill(owner.pid, 0) == 0 && PortOwner.find(port: port) != nil {
+        while stillTheOrphan(owner.pid) && PortOwner.find(port: port) != nil {
             if Date() > end {
-                kill(owner.pid, SIGKILL)
+                signalProcess(owner.pid, SIGKILL, stillMatches: stillTheOrphan)
                 break
             }
             context.sleep(0.05)
@@ -148,38 +200,83 @@ public struct RestServer {
         return nil
     }
 
-    /// `server-status`: one line and exit 0 when the REST server answers on loopback, 1 otherwise.
-    /// Cheap enough for a container HEALTHCHECK (no ping, no restic run).
+    enum Readiness: Equatable { case ready, exited, stopping, timedOut }
+
+    /// Polls the port until rclone answers like a restic REST server, dies, or the time is up.
+    private func waitUntilReady(_ child: any RunningProcess) -> Readiness {
+        let end = Date().addingTimeInterval(Double(configuration.serverStartTimeoutSeconds))
+        while Date() < end {
+            if context.signals.stopRequested { return .stopping }
+            if child.hasExited { return .exited }
+            switch RestServerProbe.probe(port: configuration.restPort, credentials: configuration.restCredentials, timeout: 1) {
+            case .restServer: return .ready
+            case .refusedCredentials, .otherService, .nothing: break
+            }
+            context.sleep(0.1)
+        }
+        return .timedOut
+    }
+
+    /// Waits for `child` to exit, at most `seconds`; false if it is still running.
+    private func waitForExit(_ child: any RunningProcess, seconds: Double) -> Bool {
+        let end = Date().addingTimeInterval(seconds)
+        while !child.hasExited {
+            if Date() > end { return false }
+            context.sleep(0.05)
+        }
+        return true
+    }
+
+    /// One start-server per state directory: jobs read this server's record there.
+    func claimStateDirectory() -> Result<FileLock, CloudBackupError> {
+        let state = configuration.stateDirectory
+        do {
+            try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        } catch {
+            return .failure(.cannotWrite(path: state, reason: describe(error)))
+        }
+        let path = ServerRecord.lockPath(stateDirectory: state)
+        switch FileLock.acquire(path) {
+        case .success(let lock):
+            return .success(lock)
+        case .failure(.cannotOpen(let code)):
+            return .failure(.cannotWrite(path: path, reason: String(cString: strerror(code))))
+        case .failure(.busy):
+            let (record, _) = ServerRecord.read(stateDirectory: state)
+            guard let record else {
+                return .failure(.serverFailed("another `cloud-backup start-server` already runs with the state directory \(state) (it holds \(path)): stop it first."))
+            }
+            return .failure(.serverFailed("another `cloud-backup start-server` (\(record.whereabouts)) already serves port \(record.port) with the state directory \(state), serving \(record.destination): stop it first (one server per state directory), or give this one another CLOUD_BACKUP_STATE_DIR."))
+        }
+    }
+
+    /// `server-status`: one line and exit 0 when this state directory's REST server is ready and
+    /// answers on loopback, 1 otherwise. Cheap enough for a container HEALTHCHECK (no ping, no restic).
     public static func reportStatus(configuration: Configuration) -> Int32 {
         let port = configuration.restPort
         let answer = RestServerProbe.probe(port: port, credentials: configuration.restCredentials)
+        let (record, alive) = ServerRecord.read(stateDirectory: configuration.stateDirectory)
         switch answer {
         case .restServer:
-            print("REST server answering on 127.0.0.1:\(port)")
-            return ExitCode.success
+            switch ServerIdentity.check(port: port, destination: configuration.destination.rclonePath, stateDirectory: configuration.stateDirectory) {
+            case .ours(let record):
+                print("REST server ready on 127.0.0.1:\(port): start-server \(record.whereabouts), rclone PID \(record.rclonePID.map(String.init) ?? "?"), serving \(record.destination)")
+                return ExitCode.success
+            case .notOurs(let reason):
+                print("a restic REST server answers on 127.0.0.1:\(port), but \(reason); jobs go to the destination directly")
+            }
         case .refusedCredentials:
             print("a server on 127.0.0.1:\(port) refuses RESTIC_REST_USERNAME/RESTIC_REST_PASSWORD")
         case .otherService(let status):
             print("something that is not a restic REST server answers on 127.0.0.1:\(port) (HTTP \(status))")
         case .nothing:
-            print("no REST server answers on 127.0.0.1:\(port)")
+            if alive, let record {
+                print("start-server is running (\(record.whereabouts)) but the REST server is not ready on 127.0.0.1:\(port)\(record.lastError.map { ": \($0)" } ?? "")")
+            } else {
+                print("no REST server answers on 127.0.0.1:\(port)")
+            }
         }
         return ExitCode.failure
-    }
-
-    /// Polls the port until rclone answers like a restic REST server, or the process dies.
-    private func waitUntilReady(_ child: any RunningProcess) -> Bool {
-        let end = Date().addingTimeInterval(readinessTimeoutSeconds)
-        while Date() < end {
-            if child.hasExited || context.signals.stopRequested { return false }
-            switch RestServerProbe.probe(port: configuration.restPort, credentials: configuration.restCredentials, timeout: 1) {
-            case .restServer: return true
-            case .refusedCredentials, .otherService, .nothing: break
-            }
-            context.sleep(0.1)
-        }
-        log.warning("rclone has not answered on port \(configuration.restPort) after \(Int(readinessTimeoutSeconds)) s; still waiting")
-        return false
     }
 }
 

@@ -4,9 +4,10 @@ import Glibc
 #endif
 
 /// `backup`, `forget` and `check`: restic with the user's arguments, made safe to run unattended — a
-/// repository that does not exist yet is created by `backup` (only when that is provably safe), a
-/// lock left by a dead job is cleared and a live one waited for, a stop request reaches restic as
-/// SIGINT, and the outcome is pinged to Healthchecks and written as Prometheus metrics.
+/// repository that does not exist yet is created by `backup` (only when that is provably safe, see
+/// RepositoryCreation), a lock is removed only when its holder has provably ended and otherwise waited
+/// for (RepositoryLocks), a saved snapshot is read back before success is reported, a stop request
+/// reaches restic as SIGINT, and the outcome is written as Prometheus metrics and pinged to Healthchecks.
 public struct ResticJob {
     public enum Kind: String, Sendable {
         case backup, forget, check
@@ -66,8 +67,7 @@ public struct ResticJob {
         } else {
             log.error("\(kind.rawValue) failed with exit code \(report.exitCode): \(summary)")
         }
-        let transcript = (report.notes.map { "cloud-backup: \($0)" } + [report.output]).joined(separator: "\n")
-        monitor.finish(exitCode: report.exitCode, summary: summary, output: transcript)
+        // Metrics first: a slow Healthchecks at `docker stop` must not cost them.
         if let directory = configuration.metricsDirectory {
             let metrics = JobMetrics(job: kind.rawValue, start: started, end: Date(), exitCode: report.exitCode, backup: report.statistics)
             do {
@@ -76,6 +76,8 @@ public struct ResticJob {
                 log.warning("could not write metrics to \(directory): \(describe(error)); the job's result is not affected.")
             }
         }
+        let transcript = (report.notes.map { "cloud-backup: \($0)" } + [report.output]).joined(separator: "\n")
+        monitor.finish(exitCode: report.exitCode, summary: summary, output: transcript)
         return report.exitCode
     }
 
@@ -118,12 +120,16 @@ public struct ResticJob {
             log.error(failure.description)
             return Report(exitCode: failure.exitCode, summary: "\(kind.rawValue) not run: \(failure.description)", output: "", notes: notes)
         }
+        registry.removeLongEnded()
         let route = RouteFinder.find(configuration: configuration, log: log, deletes: kind == .forget)
         note("\(kind.rawValue) using \(route)")
         let arguments = kind.arguments(userArguments, host: configuration.resticHost)
         let deadline = Date().addingTimeInterval(Double(configuration.lockWaitSeconds))
+        let started = Date()
         var initialized = false
         var lockWaits = 0
+        var retriesAfterRemoval = 0
+        var lastWaitReason = ""
 
         while true {
             let result: ProcessResult
@@ -148,16 +154,23 @@ public struct ResticJob {
             switch outcome {
             case .success, .incompleteSnapshot:
                 var summary = successSummary(result.standardOutput)
+                if kind == .backup, let problem = confirmSnapshot(route: route, statistics: statistics, output: result.standardOutput, started: started) {
+                    log.error(problem)
+                    return failure(ExitCode.failure, "backup failed: \(problem)", output: output)
+                }
                 if outcome == .incompleteSnapshot {
                     summary += "; WARNING: some files could not be read (restic exit code 3), see the output"
                 }
                 return Report(exitCode: code, summary: summary, output: output, notes: notes, statistics: statistics)
 
             case .interrupted:
+                if result.status == .signaled(SIGKILL) {
+                    return failure(code, "\(kind.rawValue) interrupted: restic did not stop within STOP_GRACE_SECONDS=\(configuration.stopGraceSeconds) s of the stop request and was killed, so its lock may remain in the repository; the next job removes it once it has proven that this restic has ended", output: output)
+                }
                 return failure(code, "\(kind.rawValue) interrupted: stopped on request, restic released its lock", output: output)
 
             case .wrongPassword:
-                return failure(code, "\(kind.rawValue) failed: wrong password — RESTIC_PASSWORD does not open the repository at \(configuration.destination.rclonePath). Use the password the repository was created with.", output: output)
+                return failure(code, "\(kind.rawValue) failed: \(CloudBackupError.wrongPassword(destination: configuration.destination.rclonePath).description)", output: output)
 
             case .unreachable(let reason):
                 return failure(code, "\(kind.rawValue) failed: the repository could not be reached (\(reason)). Check the destination and the network; nothing was changed.", output: output)
@@ -169,15 +182,24 @@ public struct ResticJob {
                 if context.signals.stopRequested {
                     return failure(code, "\(kind.rawValue) stopped on request while the repository was locked (\(holder))", output: output)
                 }
+                let invoker = ResticInvoker(configuration: configuration, runner: resticRunner, route: route)
+                let sweep = RepositoryLocks.sweep(invoker: invoker, registry: registry, hostName: context.hostName, log: log)
+                if !sweep.removed.isEmpty && retriesAfterRemoval < 3 {
+                    retriesAfterRemoval += 1
+                    note("removed \(sweep.removed.count) stale lock\(sweep.removed.count == 1 ? "" : "s") whose holder has provably ended; retrying")
+                    continue
+                }
+                let waitingFor = sweep.waitingFor.isEmpty ? [sweep.failure ?? holder] : sweep.waitingFor
                 let remaining = deadline.timeIntervalSinceNow
                 if remaining <= 0 {
-                    let busy = CloudBackupError.repositoryBusy(waitedSeconds: configuration.lockWaitSeconds, holder: holder)
+                    let busy = CloudBackupError.repositoryBusy(waitedSeconds: configuration.lockWaitSeconds, holder: waitingFor.joined(separator: "; "))
                     log.error(busy.description)
                     return failure(busy.exitCode, "\(kind.rawValue) not run: repository busy — \(busy.description)", output: output)
                 }
-                note("the repository is locked (\(holder)); removing stale locks with `restic unlock` and retrying")
-                if let unlock = try? runRestic(ResticCommand.unlock, route: route, output: .tail(limit: 4096)), !unlock.status.isSuccess {
-                    note("restic unlock failed (\(unlock.status)): \(ResticOutcome.lastMeaningfulLine(in: unlock.standardError) ?? "")")
+                let reason = waitingFor.joined(separator: "; ")
+                if reason != lastWaitReason {
+                    note("the repository is locked: \(reason). Waiting up to \(Int(remaining.rounded())) s (LOCK_WAIT_SECONDS) for it")
+                    lastWaitReason = reason
                 }
                 let delay = min(remaining, min(5 * pow(2, Double(lockWaits)), 60) * context.backoffScale)
                 lockWaits += 1
@@ -189,33 +211,55 @@ public struct ResticJob {
                 if initialized || kind != .backup {
                     return failure(code, "\(kind.rawValue) failed: there is no restic repository at \(configuration.destination.rclonePath) (run a backup first: it creates one)", output: output)
                 }
-                switch Self.safeToInitialize(configuration: configuration, runner: context.runner, log: log, route: route) {
+                let creation = RepositoryCreation(configuration: configuration, context: context, route: route, runner: resticRunner)
+                switch creation.createIfSafe() {
                 case .failure(let error):
                     log.error(error.description)
                     return failure(error.exitCode, "\(kind.rawValue) failed: \(error.description)", output: output)
-                case .success:
-                    break
+                case .success(.created(let id)):
+                    note("repository \(id) created at \(configuration.destination.rclonePath); keep RESTIC_PASSWORD safe: without it these backups cannot be restored")
+                case .success(.foundExisting):
+                    note("the repository was created by another job meanwhile: backing up into it")
                 }
-                note("no repository at \(configuration.destination.rclonePath) yet: creating it with `restic init`")
-                let initResult: ProcessResult
-                do {
-                    // Captured, not streamed: stdout may be the user's JSON stream.
-                    initResult = try runRestic(ResticCommand.initialize, route: route, output: .tail(limit: Self.outputTailBytes))
-                } catch {
-                    let error = CloudBackupError.from(error)
-                    return failure(error.exitCode, "\(kind.rawValue) failed: \(error.description)")
-                }
-                guard initResult.status.isSuccess else {
-                    let reason = ResticOutcome.fatalReason(in: initResult.standardError) ?? ResticOutcome.lastMeaningfulLine(in: initResult.standardError) ?? "\(initResult.status)"
-                    return failure(initResult.status.shellExitCode, "\(kind.rawValue) failed: restic init failed: \(reason)", output: initResult.combinedOutput)
-                }
-                if let created = initResult.standardOutput.split(separator: "\n").first(where: { $0.hasPrefix("created restic repository") }) {
-                    note(String(created))
-                }
-                note("repository created; keep RESTIC_PASSWORD safe: without it these backups cannot be restored")
                 initialized = true
             }
         }
+    }
+
+    /// Restic's "snapshot … saved" is not proof enough: with its destination removed during the
+    /// backup, restic 0.14 still says it and exits 0. The snapshot is read back on the same route
+    /// (`restic cat snapshot ID`, one small object). nil when it is there.
+    private func confirmSnapshot(route: RepositoryRoute, statistics: BackupStatistics?, output: String, started: Date) -> String? {
+        if userArguments.contains("--dry-run") || userArguments.contains("-n") { return nil }
+        let invoker = ResticInvoker(configuration: configuration, runner: resticRunner, route: route)
+        let id = statistics.map(\.snapshotID).flatMap { $0.isEmpty ? nil : $0 } ?? BackupSummary.parse(output).snapshotID
+        guard let id else {
+            // On a terminal restic's output is not ours to read: look for this run's snapshot instead.
+            let host = Self.hostArgument(in: userArguments) ?? configuration.resticHost ?? context.hostName
+            guard let listed = try? invoker.run(["snapshots", "--json", "--no-lock", "--latest", "1", "--host", host], timeout: 300),
+                  listed.status.isSuccess,
+                  let list = try? JSONSerialization.jsonObject(with: Data(listed.standardOutput.utf8)) as? [[String: Any]] else {
+                return "restic reported success, but the repository's snapshots could not be listed afterwards to confirm it: the backup is not proven safe. Check the destination (`cloud-backup status`)"
+            }
+            let recent = list.contains { ($0["time"] as? String).flatMap(parseResticTime).map { $0 >= started.addingTimeInterval(-2) } ?? false }
+            return recent ? nil : "restic reported success, but no snapshot of host \(host) from this run is in the repository: the backup is not safe. Was the destination removed, unmounted or emptied during the backup? Check it (`cloud-backup status`)"
+        }
+        guard let shown = try? invoker.run(["cat", "snapshot", id, "--no-lock"], timeout: 300) else {
+            return "restic reported snapshot \(id.prefix(8)) saved, but reading it back did not finish within 300 s: the backup is not proven safe. Check the destination (`cloud-backup status`)"
+        }
+        if shown.status.isSuccess { return nil }
+        let outcome = ResticOutcome.classify(status: shown.status, output: shown.standardError)
+        return "restic reported snapshot \(id.prefix(8)) saved, but it cannot be read back from the repository (\(outcome.reason)): the backup is not safe. Was the destination removed, unmounted or emptied during the backup? Check it (`cloud-backup status`) before the next run"
+    }
+
+    /// The value of a `--host`/`-H` the user gave restic.
+    static func hostArgument(in arguments: [String]) -> String? {
+        for (index, argument) in arguments.enumerated() {
+            if argument.hasPrefix("--host=") { return String(argument.dropFirst("--host=".count)) }
+            if (argument == "--host" || argument == "-H"), index + 1 < arguments.count { return arguments[index + 1] }
+            if argument == "--" { break }
+        }
+        return nil
     }
 
     private func successSummary(_ standardOutput: String) -> String {
@@ -229,30 +273,6 @@ public struct ResticJob {
             let removed = standardOutput.split(separator: "\n").filter { $0.hasPrefix("remove ") }.count
             let kept = standardOutput.split(separator: "\n").filter { $0.hasPrefix("keep ") }.count
             return kept + removed > 0 ? "forget finished: \(removed) snapshot group(s) with removals, \(kept) group(s) kept" : "forget finished"
-        }
-    }
-
-    /// The one rule for creating a repository (backup's auto-init and `config` both follow it): only
-    /// where a listing of the destination worked and shows none. Through `rclone serve restic`, a
-    /// credential failure looks exactly like a missing repository.
-    static func safeToInitialize(configuration: Configuration, runner: any ProcessRunning, log: Logger,
-                                 route: RepositoryRoute) -> Result<Void, CloudBackupError> {
-        let destination = configuration.destination
-        let contents = DestinationInspector.inspect(destination, runner: runner, environment: configuration.childEnvironment)
-        switch contents {
-        case .unreadable(let reason):
-            return .failure(.destinationUnreachable(destination: destination.rclonePath, reason: "\(reason). restic saw no repository there, but the destination could not be listed, so it was not initialised"))
-        case .listed where contents.isInterruptedInit:
-            return .failure(.unsafeToInitialize(destination: destination.rclonePath,
-                                                reason: "it holds key files (keys/) but no config: a `restic init` was interrupted after saving a key. If no backup ever succeeded there, delete the keys/ directory at the destination and run the backup again"))
-        case .listed where contents.holdsRepository:
-            return .failure(.unsafeToInitialize(destination: destination.rclonePath,
-                                                reason: "a repository is there (config or keys/ found) but restic could not open it through \(route). Is the REST server serving another destination, or did its credentials fail?"))
-        case .listed(let names, _):
-            if !names.isEmpty {
-                log.warning("\(destination.rclonePath) is not empty (\(names.count) entries) but holds no repository; creating the repository beside them")
-            }
-            return .success(())
         }
     }
 
@@ -277,6 +297,12 @@ public struct ResticJob {
         }
     }
 
+    /// Every restic of the job is registered, so that a lock it leaves can later be proven abandoned.
+    private var registry: ResticRunRegistry { ResticRunRegistry(stateDirectory: configuration.stateDirectory) }
+    private var resticRunner: any ProcessRunning {
+        RegisteringRunner(base: context.runner, registry: registry, hostName: context.hostName, log: log)
+    }
+
     private func runRestic(_ arguments: [String], route: RepositoryRoute, output: OutputMode, errors: OutputMode? = nil) throws -> ProcessResult {
         let spec = ProcessSpec(
             executable: "restic",
@@ -285,7 +311,7 @@ public struct ResticJob {
             standardInput: .null,
             standardOutput: output,
             standardError: errors ?? output)
-        return try runInterruptibly(spec, runner: context.runner, signals: context.signals,
+        return try runInterruptibly(spec, runner: resticRunner, signals: context.signals,
                                     graceSeconds: configuration.stopGraceSeconds, log: log)
     }
 
@@ -304,31 +330,4 @@ func formatDuration(_ seconds: Double) -> String {
     if seconds < 60 { return String(format: "%.1f s", seconds) }
     let total = Int(seconds.rounded())
     return total < 3600 ? "\(total / 60) min \(total % 60) s" : "\(total / 3600) h \(total % 3600 / 60) min"
-}
-
-/// Chooses between our REST server (same container) and the destination itself.
-public enum RouteFinder {
-    /// restic commands that delete repository data, which an append-only server refuses.
-    static let deletingCommands: Set<String> = ["forget", "prune", "key", "rebuild-index", "repair", "migrate", "tag"]
-
-    /// `deletes`: the job removes data. With RESTIC_REST_APPEND_ONLY the server is append-only (for
-    /// external clients), so such jobs, run on the server's own machine, go to the destination directly.
-    public static func find(configuration: Configuration, log: Logger, deletes: Bool = false) -> RepositoryRoute {
-        let port = configuration.restPort
-        if deletes && configuration.appendOnly {
-            log.info("RESTIC_REST_APPEND_ONLY is set, so the REST server refuses deletions: going to the destination directly")
-            return .direct(configuration.destination)
-        }
-        switch RestServerProbe.probe(port: port, credentials: configuration.restCredentials) {
-        case .restServer:
-            return .restServer(port: port, credentials: configuration.restCredentials)
-        case .refusedCredentials:
-            log.warning("a server on 127.0.0.1:\(port) refused RESTIC_REST_USERNAME/RESTIC_REST_PASSWORD; going to the destination directly")
-        case .otherService(let status):
-            log.warning("something that is not a restic REST server answers on 127.0.0.1:\(port) (HTTP \(status)); going to the destination directly")
-        case .nothing:
-            break
-        }
-        return .direct(configuration.destination)
-    }
 }

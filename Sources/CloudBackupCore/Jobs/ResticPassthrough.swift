@@ -37,7 +37,10 @@ public struct ResticPassthrough {
             standardError: .inherit,
             processGroup: .foreground)
         do {
-            let result = try runInterruptibly(spec, runner: context.runner, signals: context.signals,
+            // Registered like the jobs' restic, so a lock it leaves can be proven abandoned later.
+            let runner = RegisteringRunner(base: context.runner, registry: ResticRunRegistry(stateDirectory: configuration.stateDirectory),
+                                           hostName: context.hostName, log: context.log)
+            let result = try runInterruptibly(spec, runner: runner, signals: context.signals,
                                               graceSeconds: configuration.stopGraceSeconds, log: context.log)
             return result.status.shellExitCode
         } catch let error as CloudBackupError {

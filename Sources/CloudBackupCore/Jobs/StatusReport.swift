@@ -166,48 +166,64 @@ public struct StatusReport {
         }
     }
 
-    private func snapshotChecks(_ configuration: Configuration, route: RepositoryRoute) -> [StatusCheck] {
-        guard let result = try? context.runner.run(resticSpec(["snapshots", "--json", "--no-lock"], configuration, route: route), timeout: 30),
+    /// This host's newest snapshot and its age. restic picks it (`--latest 1 --host`), so the answer
+    /// stays small however many snapshots the repository holds; other hosts are not reported.
+    func snapshotChecks(_ configuration: Configuration, route: RepositoryRoute) -> [StatusCheck] {
+        let thisHost = configuration.resticHost ?? context.hostName
+        var spec = resticSpec(["snapshots", "--json", "--no-lock", "--latest", "1", "--host", thisHost], configuration, route: route)
+        spec.standardOutput = .collect(limit: 1 << 20)
+        guard let result = try? context.runner.run(spec, timeout: 30),
               result.status.isSuccess,
               let list = try? JSONSerialization.jsonObject(with: Data(result.standardOutput.utf8)) as? [[String: Any]] else {
             return [.fail("snapshots", "could not list the snapshots", fix: "run `cloud-backup restic snapshots` for details")]
         }
-        var latest: [String: (date: Date, id: String)] = [:]
-        for snapshot in list {
-            guard let host = snapshot["hostname"] as? String, let time = snapshot["time"] as? String, let date = parseResticTime(time) else { continue }
-            if latest[host].map({ $0.date < date }) ?? true { latest[host] = (date, snapshot["short_id"] as? String ?? "") }
+        // `--latest 1` keeps one snapshot per host *and set of paths*: the newest of those.
+        let newest = list.compactMap { snapshot -> (date: Date, id: String)? in
+            guard snapshot["hostname"] as? String == thisHost, let time = snapshot["time"] as? String,
+                  let date = parseResticTime(time) else { return nil }
+            return (date, snapshot["short_id"] as? String ?? "")
+        }.max { $0.date < $1.date }
+        guard let snapshot = newest else {
+            return [.fail("snapshots", "no snapshot of this host (\(thisHost)) yet",
+                          fix: "run `cloud-backup backup <dirs>` (and check the backup job's schedule and log)")]
         }
-        let thisHost = configuration.resticHost ?? context.hostName
-        var checks: [StatusCheck] = []
-        if latest[thisHost] == nil {
-            checks.append(.fail("snapshots", "no snapshot of this host (\(thisHost)) yet",
-                                fix: "run `cloud-backup backup <dirs>` (and check the backup job's schedule and log)"))
+        let hours = Date().timeIntervalSince(snapshot.date) / 3600
+        let age = hours < 1 ? "\(Int(hours * 60)) min ago" : hours < 48 ? String(format: "%.1f h ago", hours) : String(format: "%.0f days ago", hours / 24)
+        let detail = "latest snapshot of \(thisHost): \(snapshot.id), \(age)"
+        if hours > Double(configuration.snapshotMaximumAgeHours) {
+            return [.fail("snapshots", detail + " (older than SNAPSHOT_MAX_AGE_HOURS=\(configuration.snapshotMaximumAgeHours))",
+                          fix: "the backup job is not running or failing: check its log and Healthchecks")]
         }
-        for (host, snapshot) in latest.sorted(by: { $0.key < $1.key }) {
-            let hours = Date().timeIntervalSince(snapshot.date) / 3600
-            let age = hours < 1 ? "\(Int(hours * 60)) min ago" : hours < 48 ? String(format: "%.1f h ago", hours) : String(format: "%.0f days ago", hours / 24)
-            let detail = "latest snapshot of \(host): \(snapshot.id), \(age)"
-            if host == thisHost && hours > Double(configuration.snapshotMaximumAgeHours) {
-                checks.append(.fail("snapshots", detail + " (older than SNAPSHOT_MAX_AGE_HOURS=\(configuration.snapshotMaximumAgeHours))",
-                                    fix: "the backup job is not running or failing: check its log and Healthchecks"))
-            } else {
-                checks.append(.pass("snapshots", detail))
-            }
-        }
-        return checks
+        return [.pass("snapshots", detail)]
     }
 
+    /// The REST server as jobs see it (ServerIdentity), so `status` never calls a server "up" that jobs
+    /// would not use, nor "down" when it runs in another container.
     private func serverCheck(_ configuration: Configuration) -> StatusCheck {
         let port = configuration.restPort
+        let (record, alive) = ServerRecord.read(stateDirectory: configuration.stateDirectory)
         switch RestServerProbe.probe(port: port, credentials: configuration.restCredentials) {
         case .restServer:
-            return .pass("REST server", "answering on 127.0.0.1:\(port)")
+            switch ServerIdentity.check(port: port, destination: configuration.destination.rclonePath, stateDirectory: configuration.stateDirectory) {
+            case .ours(let record):
+                return .pass("REST server", "ready on 127.0.0.1:\(port) (start-server \(record.whereabouts)), serving \(record.destination)")
+            case .notOurs(let reason):
+                return .fail("REST server", "a restic REST server answers on 127.0.0.1:\(port), but \(reason); jobs go to the destination directly",
+                             fix: "start this state directory's server (`cloud-backup start-server`), or move the other program off RESTIC_REST_PORT")
+            }
         case .refusedCredentials:
             return .fail("REST server", "the server on 127.0.0.1:\(port) refuses RESTIC_REST_USERNAME/RESTIC_REST_PASSWORD",
                          fix: "give jobs the same credentials as the server")
         case .otherService(let status):
             return .fail("REST server", "something else answers on 127.0.0.1:\(port) (HTTP \(status))", fix: "choose another RESTIC_REST_PORT")
         case .nothing:
+            if alive, let record, record.networkNamespace != Namespaces.network {
+                return .pass("REST server", "runs in another container (\(record.whereabouts)), serving \(record.destination), \(record.state == .ready ? "ready" : "not ready"); commands in this container go to the destination directly")
+            }
+            if alive, let record {
+                return .fail("REST server", "start-server is running (\(record.whereabouts)) but not ready on 127.0.0.1:\(port)\(record.lastError.map { ": \($0)" } ?? "")",
+                             fix: "see the server's log (`docker compose logs cloud-backup`); check the destination")
+            }
             return .fail("REST server", "nothing answers on 127.0.0.1:\(port)",
                          fix: "start it: `cloud-backup start-server` (Docker: `docker compose up -d`)")
         }
@@ -243,24 +259,22 @@ func parseResticTime(_ text: String) -> Date? {
 
 enum ConnectResult { case success, failure(String) }
 
-/// Resolves `host` and opens a TCP connection within `timeout` seconds.
+/// Resolves `host` and opens a TCP connection, each step within `timeout` seconds.
 func connectTCP(host: String, port: Int, timeout: Double) -> ConnectResult {
-    var hints = addrinfo()
-    hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-    var list: UnsafeMutablePointer<addrinfo>?
-    let resolved = getaddrinfo(host, "\(port)", &hints, &list)
-    guard resolved == 0, let first = list else {
-        return .failure("DNS: \(String(cString: gai_strerror(resolved)))")
+    let addresses: [ResolvedAddress]
+    switch resolveAddresses(host: host, port: port, timeout: timeout) {
+    case .success(let list): addresses = list
+    case .failure(let reason): return .failure(reason)
     }
-    defer { freeaddrinfo(list) }
     var lastError = "no address"
-    var entry: UnsafeMutablePointer<addrinfo>? = first
-    while let address = entry {
-        defer { entry = address.pointee.ai_next }
-        let fd = socket(address.pointee.ai_family, address.pointee.ai_socktype | Int32(SOCK_NONBLOCK.rawValue), address.pointee.ai_protocol)
+    for address in addresses {
+        let fd = streamSocket(family: address.family, type: address.socketType, protocolNumber: address.protocolNumber)
         guard fd >= 0 else { continue }
         defer { close(fd) }
-        if connect(fd, address.pointee.ai_addr, address.pointee.ai_addrlen) == 0 { return .success }
+        let connected = address.bytes.withUnsafeBytes { bytes in
+            connect(fd, bytes.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t(bytes.count))
+        }
+        if connected == 0 { return .success }
         guard errno == EINPROGRESS else {
             lastError = String(cString: strerror(errno))
             continue
@@ -278,6 +292,78 @@ func connectTCP(host: String, port: Int, timeout: Double) -> ConnectResult {
         lastError = String(cString: strerror(socketError))
     }
     return .failure(lastError)
+}
+
+/// A non-blocking socket, close-on-exec from the start: a child spawned meanwhile by another thread
+/// must not inherit it.
+func streamSocket(family: Int32, type: Int32, protocolNumber: Int32) -> Int32 {
+    socket(family, type | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), protocolNumber)
+}
+
+/// One answer of getaddrinfo, copied out of its list (which is freed on the resolving thread).
+struct ResolvedAddress: Sendable {
+    var family: Int32
+    var socketType: Int32
+    var protocolNumber: Int32
+    var bytes: [UInt8]
+}
+
+enum ResolveResult: Sendable { case success([ResolvedAddress]), failure(String) }
+
+/// getaddrinfo has no timeout of its own, and the resolver's retries can take minutes: it runs on a
+/// thread of its own, abandoned after `timeout`. That thread owns everything it touches (the host
+/// string, its list, the slot it answers into), so finishing late harms nothing.
+func resolveAddresses(host: String, port: Int, timeout: Double) -> ResolveResult {
+    let answer = waitAtMost(seconds: timeout, threadName: "resolve \(host)") { () -> ResolveResult in
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var list: UnsafeMutablePointer<addrinfo>?
+        let resolved = getaddrinfo(host, "\(port)", &hints, &list)
+        guard resolved == 0, list != nil else {
+            let reason = resolved == EAI_SYSTEM ? String(cString: strerror(errno)) : String(cString: gai_strerror(resolved))
+            return .failure("DNS: \(reason)")
+        }
+        defer { freeaddrinfo(list) }
+        var addresses: [ResolvedAddress] = []
+        var entry = list
+        while let address = entry {
+            if let socketAddress = address.pointee.ai_addr {
+                let bytes = Array(UnsafeRawBufferPointer(start: socketAddress, count: Int(address.pointee.ai_addrlen)))
+                addresses.append(ResolvedAddress(family: address.pointee.ai_family, socketType: address.pointee.ai_socktype,
+                                                 protocolNumber: address.pointee.ai_protocol, bytes: bytes))
+            }
+            entry = address.pointee.ai_next
+        }
+        return .success(addresses)
+    }
+    return answer ?? .failure("DNS: no answer within \(Int(timeout)) s")
+}
+
+/// Runs `work` on a thread of its own and waits at most `seconds` for it: nil past that, and the
+/// thread is left to finish alone (its result then goes into a slot nobody reads).
+func waitAtMost<Value: Sendable>(seconds: Double, threadName: String, _ work: @escaping @Sendable () -> Value) -> Value? {
+    let slot = AnswerSlot<Value>()
+    let thread = Thread { slot.fill(work()) }
+    thread.name = threadName
+    thread.start()
+    return slot.take(waitingAtMost: seconds)
+}
+
+/// Where a thread that may be abandoned puts its answer. Reference-counted, so it lives as long as
+/// the later of the waiter and the thread.
+final class AnswerSlot<Value: Sendable>: Sendable {
+    private let value = Locked<Value?>(nil)
+    private let filled = DispatchSemaphore(value: 0)
+
+    func fill(_ answer: Value) {
+        value.withLock { $0 = answer }
+        filled.signal()
+    }
+
+    func take(waitingAtMost seconds: Double) -> Value? {
+        guard filled.wait(timeout: .now() + seconds) == .success else { return nil }
+        return value.withLock { $0 }
+    }
 }
 
 extension StatusReport {

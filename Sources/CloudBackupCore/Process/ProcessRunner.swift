@@ -41,13 +41,13 @@ public protocol RunningProcess: AnyObject, Sendable {
     var hasExited: Bool { get }
 }
 
-/// The real runner: `posix_spawn` with every Linux pitfall handled once, here
-/// (`../shared/notes/swift-process-on-linux.md`):
+/// The real runner: `posix_spawn` with every Linux pitfall handled once, here:
 /// - the child's signal mask is emptied and every signal reset to its default (a mask inherited from a
 ///   Dispatch thread would make restic deaf to SIGINT; an ignored SIGPIPE would be inherited);
 /// - one blocking reader thread per pipe, so neither stream can fill up and deadlock the child;
 /// - the result is ready only when the process has exited *and* both streams reached end-of-file;
-/// - exit code and signal are kept apart.
+/// - exit code and signal are kept apart, and a status that could not be read is never a success;
+/// - a signal never reaches a PID that may have been reaped and reused (see `SpawnedProcess.reap`).
 public struct SystemProcessRunner: ProcessRunning {
     public init() {}
 
@@ -78,7 +78,9 @@ enum ExecutableLookup {
     }
 }
 
-final class SpawnedProcess: RunningProcess, @unchecked Sendable {
+/// One spawned child. Shared by the job's thread, the reaper thread and signal handlers: its mutable
+/// state sits behind one lock, which `send` also holds while it signals.
+final class SpawnedProcess: RunningProcess, Sendable {
     let pid: pid_t
     private let ownsGroup: Bool
     private let tookTerminal: Bool
@@ -86,9 +88,14 @@ final class SpawnedProcess: RunningProcess, @unchecked Sendable {
     private let stdoutReader: OutputReader?
     private let stderrReader: OutputReader?
     private let exited = DispatchSemaphore(value: 0)
-    private let lock = NSLock()
-    private var status: TerminationStatus?
-    private var result: ProcessResult?
+
+    private struct State {
+        /// The child has ended (a zombie not yet reaped, or already gone): its PID must not be signalled.
+        var ended = false
+        var status: TerminationStatus?
+        var result: ProcessResult?
+    }
+    private let state = Locked(State())
 
     init(spec: ProcessSpec, path: String) throws {
         var fileActions = posix_spawn_file_actions_t()
@@ -118,6 +125,14 @@ final class SpawnedProcess: RunningProcess, @unchecked Sendable {
 
         if spec.standardInput == .null {
             posix_spawn_file_actions_addopen(&fileActions, STDIN_FILENO, "/dev/null", O_RDONLY, 0)
+        }
+        for descriptor in spec.inheritedDescriptors {
+            // 0–2 are the streams wired here; a closed descriptor would make the spawn fail obscurely.
+            guard descriptor > STDERR_FILENO, fcntl(descriptor, F_GETFD) != -1 else {
+                throw CloudBackupError.system("handing descriptor \(descriptor) to \(spec.executable)", EBADF)
+            }
+            // dup2 onto itself: glibc (2.29+) then clears close-on-exec in the child only; ours keeps it.
+            posix_spawn_file_actions_adddup2(&fileActions, descriptor, descriptor)
         }
         var parentEnds: [Int32] = []
         var childEnds: [Int32] = []
@@ -180,80 +195,94 @@ final class SpawnedProcess: RunningProcess, @unchecked Sendable {
         thread.start()
     }
 
+    /// Waits in two steps so that `send` can never hit a recycled PID: `waitid(WNOWAIT)` returns when
+    /// the child has ended but leaves it a zombie (its PID and process group cannot be reused yet);
+    /// the end is recorded under the lock `send` holds while signalling; only then `waitpid` reaps.
+    /// A failed wait (ECHILD: our parent left SIGCHLD ignored and the kernel reaped the child) is
+    /// `.unknown`, never "exit 0".
     private func reap() {
-        var rawStatus: Int32 = 0
-        while waitpid(pid, &rawStatus, 0) == -1 && errno == EINTR {}
-        let termination: TerminationStatus
-        // WIFEXITED / WTERMSIG are macros Swift does not import.
-        if rawStatus & 0x7f == 0 {
-            termination = .exited((rawStatus >> 8) & 0xff)
-        } else {
-            termination = .signaled(rawStatus & 0x7f)
+        var info = siginfo_t()
+        var waited: Int32
+        repeat {
+            waited = waitid(P_PID, id_t(pid), &info, WEXITED | WNOWAIT)
+        } while waited == -1 && errno == EINTR
+        let waitError = waited == -1 ? errno : 0
+        state.withLock { $0.ended = true }
+
+        var termination = TerminationStatus.unknown(errno: waitError)
+        if waitError == 0 {
+            var rawStatus: Int32 = 0
+            var reaped: pid_t
+            repeat {
+                reaped = waitpid(pid, &rawStatus, 0)
+            } while reaped == -1 && errno == EINTR
+            termination = reaped == pid ? Self.decode(rawStatus) : .unknown(errno: errno)
         }
         if tookTerminal {
             withBlockedTerminalSignals { _ = tcsetpgrp(STDIN_FILENO, getpgrp()) }
         }
-        lock.lock()
-        status = termination
-        lock.unlock()
+        state.withLock { $0.status = termination }
         exited.signal()
     }
 
+    /// A wait status word as exit code or signal (WIFEXITED / WTERMSIG are macros Swift does not import).
+    static func decode(_ rawStatus: Int32) -> TerminationStatus {
+        rawStatus & 0x7f == 0 ? .exited((rawStatus >> 8) & 0xff) : .signaled(rawStatus & 0x7f)
+    }
+
     var hasExited: Bool {
-        lock.lock()
-        defer { lock.unlock() }
-        return status != nil
+        state.withLock { $0.status != nil }
     }
 
     func wait() -> ProcessResult {
-        lock.lock()
-        if let result {
-            lock.unlock()
-            return result
-        }
-        lock.unlock()
+        if let result = state.withLock({ $0.result }) { return result }
         exited.wait()
         exited.signal()  // later callers of wait() must not block
         // A grandchild that inherited a pipe (rclone started by restic, a daemonised agent) can hold it
         // open after the process is gone: give the streams a moment to end, then stop waiting for them.
         for reader in readers { reader.finish(waitingAtMost: 5) }
-        lock.lock()
-        defer { lock.unlock() }
-        let finished = ProcessResult(
-            status: status!,
-            standardOutput: stdoutReader?.text ?? "",
-            standardError: stderrReader?.text ?? "")
-        result = finished
-        return finished
+        let standardOutput = stdoutReader?.text ?? ""
+        let standardError = stderrReader?.text ?? ""
+        return state.withLock { state in
+            if let result = state.result { return result }
+            let finished = ProcessResult(status: state.status!, standardOutput: standardOutput, standardError: standardError)
+            state.result = finished
+            return finished
+        }
     }
 
     func send(_ signal: Int32) {
-        guard !hasExited else { return }
-        if ownsGroup {
-            // The whole group: restic's own children (rclone for an `rclone:` repository) included.
-            if kill(-pid, signal) == 0 { return }
+        // Under the lock the reaper takes to record the end: while the child has not ended, its PID
+        // (a zombie at worst) cannot belong to anyone else.
+        state.withLock { state in
+            guard !state.ended else { return }
+            if ownsGroup {
+                // The whole group: restic's own children (rclone for an `rclone:` repository) included.
+                if kill(-pid, signal) == 0 { return }
+            }
+            kill(pid, signal)
         }
-        kill(pid, signal)
     }
 }
 
 /// Reads one pipe on its own thread until end-of-file, forwarding and/or keeping what the mode says.
-final class OutputReader: @unchecked Sendable {
+/// The thread holds the reader strongly: it may outlive the process and its owner (a grandchild still
+/// writing), and then only this object and the observer it was given are touched.
+final class OutputReader: Sendable {
     private let fd: Int32
     private let mode: OutputMode
     private let forwardTo: Int32
     private let done = DispatchSemaphore(value: 0)
-    private let lock = NSLock()
-    private var kept = BoundedBuffer(limit: 0, keep: .head)
+    private let kept: Locked<BoundedBuffer>
 
     init(fd: Int32, mode: OutputMode, forwardTo: Int32) {
         self.fd = fd
         self.mode = mode
         self.forwardTo = forwardTo
         switch mode {
-        case .collect(let limit): kept = BoundedBuffer(limit: limit, keep: .head)
-        case .stream(let limit), .tail(let limit): kept = BoundedBuffer(limit: limit, keep: .tail)
-        case .inherit, .discard, .observe: break
+        case .collect(let limit): kept = Locked(BoundedBuffer(limit: limit, keep: .head))
+        case .stream(let limit), .tail(let limit): kept = Locked(BoundedBuffer(limit: limit, keep: .tail))
+        case .inherit, .discard, .observe: kept = Locked(BoundedBuffer(limit: 0, keep: .head))
         }
     }
 
@@ -302,9 +331,7 @@ final class OutputReader: @unchecked Sendable {
             }
             if forwards { writeFully(forwardTo, chunk, count) }
             let bytes = UnsafeRawBufferPointer(start: chunk, count: count)
-            lock.lock()
-            kept.append(bytes)
-            lock.unlock()
+            kept.withLock { $0.append(bytes) }
         }
     }
 
@@ -317,11 +344,10 @@ final class OutputReader: @unchecked Sendable {
     }
 
     var text: String {
-        lock.lock()
-        defer { lock.unlock() }
-        return kept.text
+        kept.withLock { $0.text }
     }
 }
+
 
 /// Writes all bytes, riding out short writes and EINTR. A closed reader (EPIPE) ends it quietly:
 /// losing our own log stream must never stop a backup.
@@ -359,3 +385,34 @@ private func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeM
 /// so a child spawned meanwhile by another thread cannot inherit them.
 @_silgen_name("pipe2")
 func systemPipe2(_ fds: UnsafeMutablePointer<Int32>, _ flags: Int32) -> Int32
+
+/// Signals a process that is not our child (an orphaned rclone found through /proc), so its PID may be
+/// recycled at any moment. A pidfd pins the process: once it is open, `stillMatches` can re-check who
+/// it is (e.g. its /proc name) and the signal reaches that process or none, never a newcomer that got
+/// the PID meanwhile. Without pidfd support (kernel before 5.3, or a seccomp filter that refuses it)
+/// it falls back to `kill`, with the old small race. True when the signal was sent.
+@discardableResult
+public func signalProcess(_ pid: pid_t, _ signal: Int32, stillMatches: (pid_t) -> Bool = { _ in true }) -> Bool {
+    // kill(0) and kill(-1) would reach our group or every process we may signal.
+    guard pid > 0 else { return false }
+    let pidfd = systemPidfdOpen(pid, 0)
+    guard pidfd >= 0 else {
+        // ESRCH: already gone. EPERM here can only come from a seccomp filter (pidfd_open checks no
+        // permission), like ENOSYS: no pidfd on this system.
+        guard errno == ENOSYS || errno == EPERM else { return false }
+        return stillMatches(pid) && kill(pid, signal) == 0
+    }
+    defer { close(pidfd) }
+    guard stillMatches(pid) else { return false }
+    if systemPidfdSendSignal(pidfd, signal, nil, 0) == 0 { return true }
+    if errno == ENOSYS { return kill(pid, signal) == 0 }
+    return false
+}
+
+/// glibc's pidfd_open (2.36+): a descriptor (close-on-exec) that refers to one process, not a number.
+@_silgen_name("pidfd_open")
+func systemPidfdOpen(_ pid: pid_t, _ flags: UInt32) -> Int32
+
+/// glibc's pidfd_send_signal (2.36+): kill(2) through a pidfd.
+@_silgen_name("pidfd_send_signal")
+func systemPidfdSendSignal(_ pidfd: Int32, _ signal: Int32, _ info: UnsafeMutableRawPointer?, _ flags: UInt32) -> Int32

@@ -11,6 +11,10 @@ public struct ProcessSpec: Sendable, Equatable {
     public var standardOutput: OutputMode
     public var standardError: OutputMode
     public var processGroup: ProcessGroupMode
+    /// Descriptors of ours the child gets open under the same numbers (all others are closed on exec).
+    /// Ours stay close-on-exec, so no other child inherits them. Use: the job's `flock` on a liveness
+    /// file is shared with restic, so the lock stays held while restic runs even if we are SIGKILLed.
+    public var inheritedDescriptors: [Int32]
 
     public init(
         executable: String,
@@ -19,7 +23,8 @@ public struct ProcessSpec: Sendable, Equatable {
         standardInput: InputMode = .null,
         standardOutput: OutputMode = .collect(limit: 1 << 20),
         standardError: OutputMode = .collect(limit: 1 << 20),
-        processGroup: ProcessGroupMode = .new
+        processGroup: ProcessGroupMode = .new,
+        inheritedDescriptors: [Int32] = []
     ) {
         self.executable = executable
         self.arguments = arguments
@@ -28,6 +33,7 @@ public struct ProcessSpec: Sendable, Equatable {
         self.standardOutput = standardOutput
         self.standardError = standardError
         self.processGroup = processGroup
+        self.inheritedDescriptors = inheritedDescriptors
     }
 
     /// The command as a person would type it, for messages. Never contains secrets: secrets travel
@@ -60,8 +66,10 @@ public enum OutputMode: Sendable, Equatable {
     case observe(LineObserver)
 }
 
-/// Receives a child's output line by line, on the reader's thread. Compared by identity.
-public final class LineObserver: @unchecked Sendable, Equatable {
+/// Receives a child's output line by line, on the reader's thread. Compared by identity. The reader
+/// thread can outlive the job (a grandchild holding the pipe), so the handler must not assume its
+/// owner is still there: capture it weakly.
+public final class LineObserver: Sendable, Equatable {
     let handle: @Sendable (Substring) -> Void
     /// Lines longer than this are cut (a stream without newlines must not grow memory).
     let maximumLineBytes: Int
@@ -87,12 +95,17 @@ public enum ProcessGroupMode: Sendable, Equatable {
 public enum TerminationStatus: Sendable, Equatable, CustomStringConvertible {
     case exited(Int32)
     case signaled(Int32)
+    /// The wait failed, so how the child ended is not known: never a success. Happens when SIGCHLD is
+    /// ignored (inherited from our parent) and the kernel reaped the child itself (ECHILD).
+    case unknown(errno: Int32)
 
-    /// The code a shell would report: the exit code, or 128 + the signal number.
+    /// The code a shell would report: the exit code, or 128 + the signal number; 70 (EX_SOFTWARE)
+    /// when the status could not be read.
     public var shellExitCode: Int32 {
         switch self {
         case .exited(let code): return code
         case .signaled(let signal): return 128 + signal
+        case .unknown: return ExitCode.software
         }
     }
 
@@ -102,6 +115,7 @@ public enum TerminationStatus: Sendable, Equatable, CustomStringConvertible {
         switch self {
         case .exited(let code): return "exit code \(code)"
         case .signaled(let signal): return "killed by signal \(signal) (\(signalName(signal)))"
+        case .unknown(let code): return "the exit status could not be read (waitpid: \(String(cString: strerror(code))))"
         }
     }
 }

@@ -30,29 +30,50 @@ public enum RcloneCommand {
         ["lsjson", "--max-depth", "1", path]
     }
 
+    /// The files below `path` (restic's deepest layout is `data/xx/pack`), one per line.
+    public static func listFiles(path: String) -> [String] {
+        ["lsf", "--recursive", "--files-only", "--max-depth", "3", path]
+    }
+
+    public static func deleteFile(path: String) -> [String] {
+        ["deletefile", path]
+    }
+
     public static let version = ["version"]
 }
 
 /// What is at the destination, as far as deciding whether `restic init` is safe.
 public enum DestinationContents: Sendable, Equatable {
     /// Listed successfully: these top-level names are there (an empty list for an empty or absent
-    /// directory), and this many files in `keys/`.
-    case listed(names: [String], keyFiles: Int = 0)
+    /// directory) and, for each of restic's own names among them, how many files it holds (`config`
+    /// counts 1; a directory counts the files anywhere below it, up to a bound).
+    case listed(names: [String], resticFiles: [String: Int] = [:])
     /// Could not be listed: credentials, network, a missing remote. Never initialise then.
     case unreadable(reason: String)
 
-    /// restic init is safe only over a listing that succeeded and shows no repository: no `config`
-    /// and no key file. (An empty `keys/` directory is what an init interrupted before it saved a key
-    /// leaves behind: nothing was ever stored with it.)
-    public var holdsRepository: Bool {
-        if case .listed(let names, let keyFiles) = self { return names.contains("config") || keyFiles > 0 }
-        return false
+    /// The names restic gives the parts of a repository.
+    public static let resticNames = ["config", "keys", "data", "index", "snapshots", "locks"]
+
+    /// restic's names that hold at least one file: a repository is or was here. Empty directories
+    /// do not count: they hold nothing (a `restic init` killed before it saved a key leaves exactly
+    /// that), so creating a repository over them cannot lose anything.
+    public var resticArtefacts: [String: Int] {
+        guard case .listed(_, let files) = self else { return [:] }
+        return files.filter { $0.value > 0 }
     }
 
-    /// Key files but no config: an init interrupted between the two.
+    /// Key files and nothing else: an init interrupted after it saved a key, before the config.
     public var isInterruptedInit: Bool {
-        if case .listed(let names, let keyFiles) = self { return !names.contains("config") && keyFiles > 0 }
-        return false
+        Array(resticArtefacts.keys) == ["keys"]
+    }
+
+    /// "config, keys/ (2 files), data/ (57 files)" for messages.
+    public var artefactList: String {
+        resticArtefacts.sorted { Self.resticNames.firstIndex(of: $0.key)! < Self.resticNames.firstIndex(of: $1.key)! }
+            .map { name, count in
+                name == "config" ? "config" : "\(name)/ (\(count >= DestinationInspector.countLimit ? "\(count) or more" : "\(count)") file\(count == 1 ? "" : "s"))"
+            }
+            .joined(separator: ", ")
     }
 }
 
@@ -84,6 +105,9 @@ public enum DestinationInspector {
         return line
     }
 
+    /// Files counted below one of restic's directories before the count stops: any is enough.
+    public static let countLimit = 1000
+
     /// Local directories are looked at directly: no rclone needed for the default destination.
     public static func inspectLocal(_ path: String) -> DestinationContents {
         var isDirectory: ObjCBool = false
@@ -91,11 +115,33 @@ public enum DestinationInspector {
         guard isDirectory.boolValue else { return .unreadable(reason: "\(path) exists and is not a directory") }
         do {
             let names = try FileManager.default.contentsOfDirectory(atPath: path)
-            let keys = names.contains("keys") ? try FileManager.default.contentsOfDirectory(atPath: "\(path)/keys").count : 0
-            return .listed(names: names, keyFiles: keys)
+            var files: [String: Int] = [:]
+            for name in names where DestinationContents.resticNames.contains(name) {
+                files[name] = try countLocalFiles("\(path)/\(name)")
+            }
+            return .listed(names: names, resticFiles: files)
         } catch {
             return .unreadable(reason: "cannot list \(path): \(describe(error))")
         }
+    }
+
+    /// Regular files at or below `path` (1 for a file), stopping at `countLimit`.
+    static func countLocalFiles(_ path: String) throws -> Int {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { return 0 }
+        guard isDirectory.boolValue else { return 1 }
+        guard let walker = FileManager.default.enumerator(at: URL(fileURLWithPath: path), includingPropertiesForKeys: [.isRegularFileKey],
+                                                          options: [], errorHandler: { _, _ in false }) else {
+            throw CloudBackupError.cannotWrite(path: path, reason: "cannot be read")
+        }
+        var count = 0
+        for case let url as URL in walker {
+            if (try? url.resourceValues(forKeys: [.isRegularFileKey]).isRegularFile) == true {
+                count += 1
+                if count >= countLimit { break }
+            }
+        }
+        return count
     }
 
     /// `rclone lsjson` of one level of `path`, within `timeout`.
@@ -112,16 +158,30 @@ public enum DestinationInspector {
         }
     }
 
-    /// What is at the destination: the directory itself for a local path, `rclone lsjson` otherwise
-    /// (the top level, then `keys/` when there is one).
+    /// What is at the destination: the directory itself for a local path, rclone otherwise (the top
+    /// level with `lsjson`, then the files below each of restic's directories found there).
     public static func inspect(_ destination: Destination, runner: any ProcessRunning, environment: [String: String],
                                timeout: Double = 120) -> DestinationContents {
         if case .localDirectory(let path, _) = destination { return inspectLocal(path) }
         let top = listTopLevel(destination.rclonePath, runner: runner, environment: environment, timeout: timeout)
-        guard case .listed(let names, _) = top, names.contains("keys") else { return top }
-        switch listTopLevel(destination.rclonePath + "/keys", runner: runner, environment: environment, timeout: timeout) {
-        case .listed(let keys, _): return .listed(names: names, keyFiles: keys.count)
-        case .unreadable(let reason): return .unreadable(reason: reason)
+        guard case .listed(let names, _) = top else { return top }
+        var files: [String: Int] = [:]
+        for name in names where DestinationContents.resticNames.contains(name) {
+            if name == "config" {
+                files[name] = 1
+                continue
+            }
+            let spec = ProcessSpec(executable: "rclone", arguments: RcloneCommand.listFiles(path: "\(destination.rclonePath)/\(name)"),
+                                   environment: environment, standardOutput: .collect(limit: 64 * 1024), standardError: .tail(limit: 16 * 1024))
+            guard let result = try? runner.run(spec, timeout: timeout) else {
+                return .unreadable(reason: "listing \(destination.rclonePath)/\(name) did not finish within \(Int(timeout)) s")
+            }
+            switch result.status {
+            case .exited(0): files[name] = min(countLimit, result.standardOutput.split(separator: "\n").count)
+            case .exited(3): files[name] = 0
+            default: return .unreadable(reason: rcloneReason(result.standardError) ?? "rclone lsf ended with \(result.status)")
+            }
         }
+        return .listed(names: names, resticFiles: files)
     }
 }

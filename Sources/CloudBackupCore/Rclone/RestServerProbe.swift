@@ -26,7 +26,9 @@ public enum RestServerProbe {
             return .nothing
         }
         switch status {
-        case 405, 200: return .restServer
+        // rclone serve restic answers exactly this to `HEAD /` (a web application would say 200); who
+        // the server is, is a separate question (`ServerIdentity`).
+        case 405: return .restServer
         case 401, 403: return .refusedCredentials
         default: return .otherService(status: status)
         }

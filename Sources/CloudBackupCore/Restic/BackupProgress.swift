@@ -63,16 +63,20 @@ func clock(_ seconds: Double) -> String {
 /// Turns `restic backup --json` into what a log reader wants: a progress line every `interval`
 /// seconds, errors as sentences, and restic's usual summary at the end. Used when stdout is not a
 /// terminal (ofelia, Docker logs); on a terminal restic draws its own progress.
-public final class BackupProgressReporter: @unchecked Sendable {
+/// Called from two reader threads at once and read by the job's thread: its state sits behind a lock.
+public final class BackupProgressReporter: Sendable {
     private let interval: Double
     private let now: @Sendable () -> Date
     private let writeOut: @Sendable (String) -> Void
     private let writeError: @Sendable (String) -> Void
-    private let lock = NSLock()
-    private var lastReport: Date
-    private var shown = BoundedBuffer(limit: 64 * 1024, keep: .tail)
-    private var errors = BoundedBuffer(limit: 64 * 1024, keep: .tail)
-    private(set) var statistics: BackupStatistics?
+
+    private struct State {
+        var lastReport: Date
+        var shown = BoundedBuffer(limit: 64 * 1024, keep: .tail)
+        var errors = BoundedBuffer(limit: 64 * 1024, keep: .tail)
+        var statistics: BackupStatistics?
+    }
+    private let state: Locked<State>
 
     init(interval: Double, now: @escaping @Sendable () -> Date = { Date() },
                 writeOut: @escaping @Sendable (String) -> Void = { text in var copy = text; copy.withUTF8 { writeFully(STDOUT_FILENO, $0.baseAddress!, $0.count) } },
@@ -81,33 +85,34 @@ public final class BackupProgressReporter: @unchecked Sendable {
         self.now = now
         self.writeOut = writeOut
         self.writeError = writeError
-        self.lastReport = now()
+        self.state = Locked(State(lastReport: now()))
     }
 
-    public lazy var standardOutput = LineObserver { [unowned self] line in self.handleOutput(line) }
-    public lazy var standardError = LineObserver { [unowned self] line in self.handleError(line) }
+    // The observers hold the reporter weakly: a grandchild that inherited restic's pipes can write
+    // after the job has finished with the reporter, and its lines must then go nowhere, not to freed
+    // memory. (The job keeps the reporter until it has read the results.)
+    public var standardOutput: LineObserver { LineObserver { [weak self] line in self?.handleOutput(line) } }
+    public var standardError: LineObserver { LineObserver { [weak self] line in self?.handleError(line) } }
 
     /// What was shown on stdout (the end of it), for the ping body.
-    public var shownOutput: String { lock.lock(); defer { lock.unlock() }; return shown.text }
+    public var shownOutput: String { state.withLock { $0.shown.text } }
     /// restic's stderr as it came (the end of it), for classifying the outcome.
-    public var errorOutput: String { lock.lock(); defer { lock.unlock() }; return errors.text }
-    public var summary: BackupStatistics? { lock.lock(); defer { lock.unlock() }; return statistics }
+    public var errorOutput: String { state.withLock { $0.errors.text } }
+    public var summary: BackupStatistics? { state.withLock { $0.statistics } }
 
     private func show(_ line: String) {
-        lock.lock()
-        shown.append(line + "\n")
-        lock.unlock()
+        state.withLock { $0.shown.append(line + "\n") }
         writeOut(line + "\n")
     }
 
     /// True at most once per interval: the caller then prints a progress line.
     private func progressIsDue() -> Bool {
         let current = now()
-        lock.lock()
-        defer { lock.unlock() }
-        guard current.timeIntervalSince(lastReport) >= interval else { return false }
-        lastReport = current
-        return true
+        return state.withLock { state in
+            guard current.timeIntervalSince(state.lastReport) >= interval else { return false }
+            state.lastReport = current
+            return true
+        }
     }
 
     func handleOutput(_ line: Substring) {
@@ -129,9 +134,7 @@ public final class BackupProgressReporter: @unchecked Sendable {
             if progressIsDue() { show(Self.progressLine(object)) }
         case "summary":
             if let statistics = BackupStatistics.parse(jsonLine: line) {
-                lock.lock()
-                self.statistics = statistics
-                lock.unlock()
+                state.withLock { $0.statistics = statistics }
                 statistics.readableLines.forEach(show)
             }
         case "verbose_status":
@@ -153,9 +156,7 @@ public final class BackupProgressReporter: @unchecked Sendable {
             let item = object["item"] as? String ?? ""
             text = "error: \(during.isEmpty ? "" : "\(during) ")\(item): \(error)"
         }
-        lock.lock()
-        errors.append(text + "\n")
-        lock.unlock()
+        state.withLock { $0.errors.append(text + "\n") }
         writeError(text + "\n")
     }
 

@@ -86,6 +86,9 @@ public enum ResticOutcome: Sendable, Equatable {
         switch status {
         case .signaled(let signal):
             return signal == SIGINT ? .interrupted : .failed(reason: "restic was killed by \(signalName(signal))")
+        case .unknown:
+            // Not knowing is not success: restic may have failed.
+            return .failed(reason: "restic ended, but \(status)")
         case .exited(0):
             return .success
         case .exited(3):
@@ -93,7 +96,8 @@ public enum ResticOutcome: Sendable, Equatable {
         case .exited(10):
             return .repositoryMissing
         case .exited(11):
-            return .locked(holder: lockHolder(in: output))
+            // 0.17+: "failed to lock repository", which a read-only or full destination gives too.
+            return output.contains("already locked") ? .locked(holder: lockHolder(in: output)) : .failed(reason: lockWriteFailure(in: output))
         case .exited(12):
             return .wrongPassword
         case .exited(130):
@@ -105,8 +109,14 @@ public enum ResticOutcome: Sendable, Equatable {
         if output.contains("wrong password or no key found") {
             return .wrongPassword
         }
-        if output.contains("repository is already locked") || output.contains("unable to create lock") {
+        // Only these words mean another process holds the repository. restic prefixes *every* failure
+        // to write its lock file with "unable to create lock in backend" (a read-only, full or
+        // forbidden destination too): those are failures to report at once, never locks to wait for.
+        if output.contains("repository is already locked") {
             return .locked(holder: lockHolder(in: output))
+        }
+        if output.contains("unable to create lock in backend") {
+            return .failed(reason: lockWriteFailure(in: output))
         }
         let unreachableSigns = ["connection refused", "no such host", "i/o timeout", "network is unreachable",
                                 "connection reset", "TLS handshake timeout", "context deadline exceeded"]
@@ -128,6 +138,33 @@ public enum ResticOutcome: Sendable, Equatable {
 
     static func lastMeaningfulLine(in output: String) -> String? {
         output.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.last { !$0.isEmpty }
+    }
+
+    /// Why restic could not write its lock file, as a sentence: the cause is the line before restic's
+    /// Go stack trace (`open …/locks/…-tmp-…: read-only file system`), which a reader should not have to dig for.
+    static func lockWriteFailure(in output: String) -> String {
+        let lines = output.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+        let causes: [(sign: String, meaning: String)] = [
+            ("read-only file system", "the destination is read-only (read-only file system)"),
+            ("no space left on device", "the destination is full (no space left on device)"),
+            ("disk quota exceeded", "the destination is full (disk quota exceeded)"),
+            ("permission denied", "the destination refuses writes (permission denied)"),
+            ("Insufficient Storage", "the destination is full (HTTP 507 Insufficient Storage)"),
+            ("QuotaExceeded", "the destination is full (QuotaExceeded)"),
+            ("AccessDenied", "the destination refuses writes (AccessDenied)"),
+        ]
+        let detail = lines.last { line in
+            !line.isEmpty && !line.hasPrefix("github.com/") && !line.hasPrefix("runtime") && !line.hasPrefix("main.")
+                && !line.hasPrefix("Save(") && !line.hasPrefix("unable to create lock") && !line.hasPrefix("/")
+                && !line.hasPrefix("golang.org/") && !line.hasPrefix("Fatal: unable to create lock")
+        }
+        let meaning = causes.first { cause in output.localizedCaseInsensitiveContains(cause.sign) }?.meaning
+        let base = "restic could not write its lock file to the repository, so nothing was changed"
+        switch (meaning, detail) {
+        case (let meaning?, _): return "\(meaning): \(base). Free space or make the destination writable, then run the job again"
+        case (nil, let detail?): return "\(base) (\(detail)). Check that the destination is writable, then run the job again"
+        default: return "\(base). Check that the destination is writable, then run the job again"
+        }
     }
 
     /// "by PID 1234 on host by user" from restic's lock message, for the log.

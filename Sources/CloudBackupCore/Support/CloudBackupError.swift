@@ -8,7 +8,15 @@ public enum CloudBackupError: Error, Equatable, CustomStringConvertible {
     case system(String, Int32)
     case destinationUnreachable(destination: String, reason: String)
     case repositoryBusy(waitedSeconds: Int, holder: String)
-    case unsafeToInitialize(destination: String, reason: String)
+    /// restic found no repository, but files of one are at the destination.
+    case unsafeToInitialize(destination: String, found: String, advice: String)
+    /// `restic init` itself failed.
+    case initFailed(destination: String, reason: String)
+    /// `restic init` succeeded, but the repository at the destination is not (only) the one it made.
+    case initConflict(destination: String, detail: String)
+    case wrongPassword(destination: String)
+    /// A stop request (SIGTERM/SIGINT) ended the command.
+    case interrupted(String)
     case cannotWrite(path: String, reason: String)
     case serverFailed(String)
     case internalError(String)
@@ -27,7 +35,9 @@ public enum CloudBackupError: Error, Equatable, CustomStringConvertible {
         case .programNotFound, .destinationUnreachable: return ExitCode.unavailable
         case .system: return ExitCode.operatingSystem
         case .repositoryBusy: return ExitCode.busy
-        case .unsafeToInitialize: return ExitCode.failure
+        case .unsafeToInitialize, .initConflict: return ExitCode.unavailable
+        case .initFailed, .wrongPassword: return ExitCode.failure
+        case .interrupted: return ExitCode.interrupted
         case .cannotWrite: return ExitCode.cannotCreate
         case .serverFailed: return ExitCode.unavailable
         case .internalError: return ExitCode.software
@@ -51,12 +61,24 @@ public enum CloudBackupError: Error, Equatable, CustomStringConvertible {
             return "cannot reach the backup destination \(destination): \(reason)\n"
                 + "Check the destination's credentials and network (try `rclone lsd \(destination)`); the repository was not touched."
         case .repositoryBusy(let waited, let holder):
-            return "the repository is still locked by another job after waiting \(waited) s (\(holder)). "
-                + "It will be retried at the next scheduled run; if no other job is running, run `cloud-backup restic unlock` "
-                + "(it removes stale locks only) or, once sure, `cloud-backup restic unlock --remove-all`."
-        case .unsafeToInitialize(let destination, let reason):
-            return "restic reports no repository, but it is not safe to create one at \(destination): \(reason)\n"
-                + "Nothing was initialised. Check the destination with `rclone lsjson \(destination)`."
+            return "the repository is still locked after waiting \(waited) s (LOCK_WAIT_SECONDS): \(holder). "
+                + "The job runs again at its next scheduled time, and a lock whose holder has ended is removed then. "
+                + "Only if you are sure that no restic uses this repository, in any container or machine, remove the locks yourself: "
+                + "`cloud-backup restic unlock --remove-all` (plain `restic unlock` also removes live locks of jobs in other containers with the same host name)."
+        case .unsafeToInitialize(let destination, let found, let advice):
+            return "restic finds no repository at \(destination), but restic files are there (\(found)), so no repository was created: \(advice).\n"
+                + "Nothing was initialised or deleted. Look at the destination with `rclone lsjson -R \(shellQuoted(destination))`."
+        case .initFailed(let destination, let reason):
+            return "restic init failed at \(destination): \(reason)."
+        case .initConflict(let destination, let detail):
+            return "a repository was created at \(destination), but \(detail): another process created one there at the same moment "
+                + "(first backups started together from machines or containers that do not share CLOUD_BACKUP_STATE_DIR?). Nothing was backed up. "
+                + "Stop the other jobs, look at the destination (`rclone lsjson -R \(shellQuoted(destination))`): if it holds no backup yet, empty it and run one backup alone; "
+                + "cloud-backup deletes nothing by itself."
+        case .wrongPassword(let destination):
+            return "wrong password — RESTIC_PASSWORD does not open the repository at \(destination). Use the password the repository was created with."
+        case .interrupted(let message):
+            return message
         case .cannotWrite(let path, let reason):
             return "cannot write \(path): \(reason). Check that the directory exists and is writable by this user."
         case .serverFailed(let message):
