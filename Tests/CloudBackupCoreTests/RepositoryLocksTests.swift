@@ -55,6 +55,14 @@ final class RepositoryLocksTests: XCTestCase {
         guard case .live = verdict else { return XCTFail("\(verdict)") }
     }
 
+    func testOnlyCommandsThatMayLockAreRegistered() {
+        XCTAssertTrue(RegisteringRunner.makesLocks(["backup", "/data"]))
+        XCTAssertTrue(RegisteringRunner.makesLocks(["forget", "--prune"]))
+        XCTAssertFalse(RegisteringRunner.makesLocks(["cat", "config", "--no-lock"]))
+        XCTAssertFalse(RegisteringRunner.makesLocks(["init"]))
+        XCTAssertFalse(RegisteringRunner.makesLocks(["--json", "version"]))
+    }
+
     func testLockJSONFromRestic() {
         let json = #"{"time":"2026-12-03T14:20:01.123456789+01:00","exclusive":true,"hostname":"vm1","username":"user","pid":77,"uid":1000,"gid":1000}"#
         let parsed = RepositoryLock.parse(id: "ab", json: json)

@@ -105,14 +105,3 @@ public enum Namespaces {
     public static var pid: String { current("pid") }
     public static var network: String { current("net") }
 }
-
-/// A private directory of the state directory (0700), created on demand.
-func stateSubdirectory(_ stateDirectory: String, _ name: String) throws -> String {
-    let path = "\(stateDirectory)/\(name)"
-    do {
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-    } catch {
-        throw CloudBackupError.cannotWrite(path: path, reason: describe(error))
-    }
-    return path
-}

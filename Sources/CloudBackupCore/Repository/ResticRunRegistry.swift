@@ -90,8 +90,8 @@ public struct ResticRunRegistry: Sendable {
     }
 }
 
-/// A runner that registers every restic it starts (see `ResticRunRegistry`); other programs pass
-/// through. When the registry cannot be written, restic still runs, unregistered, with a warning: a
+/// A runner that registers every restic it starts that may write a lock (see `ResticRunRegistry`);
+/// other programs and lock-free restic commands pass through. When the registry cannot be written, restic still runs, unregistered, with a warning: a
 /// lock it leaves is then only ever removed by age, which is slow but never wrong.
 public struct RegisteringRunner: ProcessRunning {
     public let base: any ProcessRunning
@@ -106,8 +106,15 @@ public struct RegisteringRunner: ProcessRunning {
         self.log = log
     }
 
+    /// restic commands that never write a lock: registering them would only add entries whose PID
+    /// could match another container's lock by chance.
+    static func makesLocks(_ arguments: [String]) -> Bool {
+        let subcommand = arguments.first { !$0.hasPrefix("-") }
+        return !arguments.contains("--no-lock") && !["init", "version", "help", "generate", "cache"].contains(subcommand ?? "")
+    }
+
     public func launch(_ spec: ProcessSpec) throws -> any RunningProcess {
-        guard (spec.executable as NSString).lastPathComponent == "restic" else { return try base.launch(spec) }
+        guard (spec.executable as NSString).lastPathComponent == "restic", Self.makesLocks(spec.arguments) else { return try base.launch(spec) }
         let started = Date().timeIntervalSince1970
         let name = UUID().uuidString.lowercased()
         let setUp = "\(registry.directory)/\(name).starting"
