@@ -56,20 +56,6 @@ public enum PingBody {
     }
 }
 
-public enum Redactor {
-    public static func redact(_ text: String, secrets: [String]) -> String {
-        var result = text
-        for secret in secrets.sorted(by: { $0.count > $1.count }) where secret.count >= 4 {
-            result = result.replacingOccurrences(of: secret, with: "***")
-            // A REST password inside a URL is percent-encoded.
-            if let encoded = secret.addingPercentEncoding(withAllowedCharacters: .alphanumerics), encoded != secret {
-                result = result.replacingOccurrences(of: encoded, with: "***")
-            }
-        }
-        return result
-    }
-}
-
 /// Sends one HTTP request and gives back the status and the headers we read. A closure, so tests can
 /// count requests; the real one is the system's libcurl, loaded on first use (not URLSession: linking
 /// FoundationNetworking costs every start of the binary ~10 MB and ~9 ms, pings or not).
