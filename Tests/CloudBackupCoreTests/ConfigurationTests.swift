@@ -42,7 +42,8 @@ final class ConfigurationTests: XCTestCase {
     }
 
     func testDestinationPrecedence() throws {
-        let both = try load(["RESTIC_PASSWORD": "pw", "BACKUP_REMOTE": "s3remote:bucket/path", "AAI_USER": "alice", "BACKUP_BUCKET": "b"])
+        let both = try load(["RESTIC_PASSWORD": "pw", "BACKUP_REMOTE": "s3remote:bucket/path", "AAI_USER": "alice", "BACKUP_BUCKET": "b",
+                             "RCLONE_CONFIG_S3REMOTE_TYPE": "s3"])
         XCTAssertEqual(both.destination, .rcloneRemote("s3remote:bucket/path"))
         XCTAssertEqual(both.destination.directResticRepository, "rclone:s3remote:bucket/path")
         let infn = try load(["RESTIC_PASSWORD": "pw", "AAI_USER": "alice", "BACKUP_BUCKET": "vm1", "OIDC_PASSWORD": "agent-pw"])
@@ -52,7 +53,7 @@ final class ConfigurationTests: XCTestCase {
         XCTAssertEqual(local.destination, .localDirectory("/srv/backups", isDefault: false))
         XCTAssertEqual(local.destination.directResticRepository, "/srv/backups")
         let onTheFly = try load(["RESTIC_PASSWORD": "pw", "BACKUP_REMOTE": ":s3,provider=Ceph:bucket"])
-        XCTAssertEqual(onTheFly.destination, .rcloneRemote(":s3,provider=Ceph:bucket"))
+        XCTAssertEqual(onTheFly.destination, .onTheFlyRemote(OnTheFlyRemote(backend: "s3", parameters: [.init(key: "provider", value: "Ceph")], path: "bucket")))
     }
 
     func testEmptyValuesCountAsUnset() throws {
@@ -181,10 +182,103 @@ final class ConfigurationTests: XCTestCase {
     func testChildEnvironmentDropsAWSCABundle() throws {
         let configuration = try load(["RESTIC_PASSWORD": "pw", "AWS_CA_BUNDLE": "/etc/ssl/x.pem"])
         XCTAssertNil(configuration.childEnvironment["AWS_CA_BUNDLE"])
-        XCTAssertEqual(configuration.childEnvironment["RESTIC_PASSWORD"], "pw")
+        XCTAssertEqual(configuration.childEnvironment["PATH"], "/usr/bin:/bin")
     }
 
     func testHostWithSpacesIsRefused() {
         XCTAssertTrue(problems(["RESTIC_PASSWORD": "pw", "RESTIC_HOST": "my vm"])[0].hasPrefix("RESTIC_HOST=my vm"))
+    }
+
+    // MARK: Caught before anything runs
+
+    func testARemoteThatIsAURLIsRefusedWithoutShowingItsPassword() {
+        let found = problems(["RESTIC_PASSWORD": "pw", "BACKUP_REMOTE": "https://backup:url-secret-91@dav.example.org/repo"])
+        XCTAssertEqual(found.count, 1, "\(found)")
+        XCTAssertTrue(found[0].hasPrefix("BACKUP_REMOTE=https://backup:***@dav.example.org/repo: a URL is not an rclone path"), "\(found)")
+        XCTAssertTrue(problems(["RESTIC_PASSWORD": "pw", "BACKUP_REMOTE": "s3://bucket/path"])[0].contains("a URL is not an rclone path"))
+    }
+
+    func testWhitespaceAroundTheRemoteIsRefused() {
+        for remote in [" r:b", "r:b ", "/srv/backups\t", " :s3,secret_access_key=ws-secret-77:bucket"] {
+            let found = problems(["RESTIC_PASSWORD": "pw", "BACKUP_REMOTE": remote, "RCLONE_CONFIG_R_TYPE": "local"])
+            XCTAssertEqual(found.count, 1, "\(remote): \(found)")
+            XCTAssertTrue(found[0].contains("has leading or trailing whitespace"), "\(found)")
+            XCTAssertFalse(found[0].contains("ws-secret-77"), "\(found)")
+        }
+    }
+
+    func testANamedRemoteMustBeDefinedAndTheDefinedOnesAreListed() throws {
+        let config = "# made by rclone config\n[alpha]\ntype = local\n\n [beta] \ntype = s3\n"
+        let files = ["/home/user/.config/rclone/rclone.conf": config]
+        let found = problems(["RESTIC_PASSWORD": "pw", "BACKUP_REMOTE": "delta:bucket", "RCLONE_CONFIG_GAMMA_TYPE": "sftp"], files: files)
+        XCTAssertEqual(found, ["BACKUP_REMOTE=delta:bucket: no rclone remote named delta is defined (rclone would fail with \"didn't find section in config file\"): "
+                               + "the rclone configuration file /home/user/.config/rclone/rclone.conf defines alpha, beta; the environment defines gamma (RCLONE_CONFIG_<NAME>_TYPE). "
+                               + "Define it (`rclone config`, or RCLONE_CONFIG_DELTA_TYPE and its options in the environment) or correct the name."])
+        // Defined in the file (names are case-sensitive there), in the environment (any case), or needing no definition.
+        XCTAssertEqual(try load(["RESTIC_PASSWORD": "pw", "BACKUP_REMOTE": "beta:bucket"], files: files).destination, .rcloneRemote("beta:bucket"))
+        XCTAssertNoThrow(try load(["RESTIC_PASSWORD": "pw", "BACKUP_REMOTE": "Gamma:x", "RCLONE_CONFIG_GAMMA_TYPE": "sftp"]))
+        XCTAssertNoThrow(try load(["RESTIC_PASSWORD": "pw", "BACKUP_REMOTE": ":local:/srv/x"]))
+        XCTAssertNoThrow(try load(["RESTIC_PASSWORD": "pw", "AAI_USER": "alice", "BACKUP_BUCKET": "vm1", "OIDC_PASSWORD": "agent-pw"]))
+        XCTAssertTrue(problems(["RESTIC_PASSWORD": "pw", "BACKUP_REMOTE": "Alpha:x"], files: files)[0].contains("no rclone remote named Alpha"))
+        // XDG_CONFIG_HOME moves the file; no file at all is said as such.
+        XCTAssertNoThrow(try load(["RESTIC_PASSWORD": "pw", "BACKUP_REMOTE": "alpha:x", "XDG_CONFIG_HOME": "/xdg"], files: ["/xdg/rclone/rclone.conf": config]))
+        let none = problems(["RESTIC_PASSWORD": "pw", "BACKUP_REMOTE": "alpha:x"])
+        XCTAssertEqual(none, ["BACKUP_REMOTE=alpha:x: no rclone remote named alpha is defined (rclone would fail with \"didn't find section in config file\"): "
+                              + "there is no rclone configuration file (/home/user/.config/rclone/rclone.conf). "
+                              + "Define it (`rclone config`, or RCLONE_CONFIG_ALPHA_TYPE and its options in the environment) or correct the name."])
+        // An encrypted configuration cannot be read: rclone will say.
+        XCTAssertNoThrow(try load(["RESTIC_PASSWORD": "pw", "BACKUP_REMOTE": "secret:x"],
+                                  files: ["/home/user/.config/rclone/rclone.conf": "# Encrypted rclone configuration File\n\nRCLONE_ENCRYPT_V0:\nabc\n"]))
+    }
+
+    func testRcloneConfigThatIsADirectoryIsSaidSo() throws {
+        let directory = NSTemporaryDirectory() + "rclone-config-dir-\(UUID().uuidString.prefix(6))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let found = problems(["RESTIC_PASSWORD": "pw", "BACKUP_REMOTE": "r:b", "RCLONE_CONFIG": directory])
+        XCTAssertEqual(found, ["RCLONE_CONFIG is set to a directory (\(directory)): point it to the rclone.conf that defines the remote r."])
+    }
+
+    func testIntegersArePlainDigits() throws {
+        for text in ["+39555", " 8080", "8080 ", "80 80", "1e3", "0x50", "-1", "８０８０"] {
+            let found = problems(["RESTIC_PASSWORD": "pw", "RESTIC_REST_PORT": text])
+            XCTAssertEqual(found, ["RESTIC_REST_PORT=\(text): expected a TCP port number from 1 to 65535 (default 8080). Write the number in plain digits: no sign, spaces or other characters."])
+        }
+        XCTAssertEqual(problems(["RESTIC_PASSWORD": "pw", "RESTIC_REST_PORT": "99999"]), ["RESTIC_REST_PORT=99999: expected a TCP port number from 1 to 65535 (default 8080)."])
+        XCTAssertEqual(try load(["RESTIC_PASSWORD": "pw", "RESTIC_REST_PORT": "08080"]).restPort, 8080)
+        XCTAssertTrue(problems(["RESTIC_PASSWORD": "pw", "AAI_USER": "a", "BACKUP_BUCKET": "b", "OIDC_PASSWORD": "x", "STS_DURATION_SECONDS": "+900"])[0]
+            .hasPrefix("STS_DURATION_SECONDS=+900: expected"))
+    }
+
+    func testSecretFilesMustBeRegularFilesAndPasswordsNotBlank() throws {
+        let directory = NSTemporaryDirectory() + "secret-dir-\(UUID().uuidString.prefix(6))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let blank = "\(directory)/blank"
+        try " \t \n".write(toFile: blank, atomically: true, encoding: .utf8)
+        let found = try problemsFromDisk([
+            "RESTIC_PASSWORD_FILE": directory,
+            "RESTIC_REST_USERNAME": "u",
+            "RESTIC_REST_PASSWORD_FILE": "/dev/null",
+        ])
+        XCTAssertEqual(found, ["RESTIC_PASSWORD_FILE is set to a directory (\(directory)): point it to the file that holds the repository password.",
+                               "RESTIC_REST_PASSWORD_FILE is set to a device (/dev/null): point it to the file that holds the value of RESTIC_REST_PASSWORD."])
+        XCTAssertEqual(try problemsFromDisk(["RESTIC_PASSWORD_FILE": blank]),
+                       ["RESTIC_PASSWORD_FILE=\(blank): the file holds only whitespace; it should hold the repository password."])
+    }
+
+    func problemsFromDisk(_ extra: [String: String]) throws -> [String] {
+        do {
+            _ = try ConfigurationLoader.load(environment: base.merging(extra) { $1 }, needs: [.repositoryPassword])
+            XCTFail("expected a configuration error")
+        } catch CloudBackupError.configuration(let problems) {
+            return problems
+        }
+        return []
+    }
+
+    func testNewProblemsAreReportedWithTheOthers() {
+        let found = problems(["BACKUP_REMOTE": "https://example.org/x", "RESTIC_REST_PORT": "+1", "LOCK_WAIT_SECONDS": "soon"])
+        XCTAssertEqual(found.count, 4, "\(found)")
     }
 }

@@ -32,6 +32,16 @@ final class PingURLTests: XCTestCase {
     func testLogsShowOnlyTheHost() {
         XCTAssertEqual(PingURL.redacted(URL(string: "https://hc-ping.com/0f2d5c1e")!), "https://hc-ping.com/…")
     }
+
+    /// Failed on the old code: the port was dropped ("http://127.0.0.1/…"), so two Healthchecks on one host looked alike.
+    func testLogsShowTheWholeAuthorityWithoutSecrets() {
+        XCTAssertEqual(PingURL.redacted(URL(string: "http://127.0.0.1:8000/ping/0f2d5c1e?create=1")!), "http://127.0.0.1:8000/…")
+        XCTAssertEqual(PingURL.redacted(URL(string: "https://hc.example.org:8443/ping/k/slug")!), "https://hc.example.org:8443/…")
+        XCTAssertEqual(PingURL.redacted(URL(string: "http://[::1]:8000/ping/abc")!), "http://[::1]:8000/…")
+        let withPassword = PingURL.redacted(URL(string: "https://monitor:s3cret-pass@hc.example.org:8443/ping/abc")!)
+        XCTAssertEqual(withPassword, "https://monitor:***@hc.example.org:8443/…")
+        XCTAssertFalse(withPassword.contains("s3cret"))
+    }
 }
 
 final class PingBodyTests: XCTestCase {
@@ -52,7 +62,45 @@ final class PingBodyTests: XCTestCase {
     }
 
     func testSummaryAloneIsCutWhenTheLimitIsTiny() {
-        XCTAssertEqual(PingBody.make(summary: String(repeating: "x", count: 100), output: "y", limit: 10, secrets: []).utf8.count, 10)
+        XCTAssertEqual(PingBody.make(summary: String(repeating: "x", count: 100), output: "y", limit: 10, secrets: []), "xxxxxxx…")
+    }
+
+    /// Failed on the old code: a cut inside a multi-byte character became U+FFFD (3 bytes) and the
+    /// body grew past the limit, and a cut summary had no marker.
+    func testBodiesNeverExceedTheLimitWithMultiByteSummaries() {
+        let summaries = ["backup failed: Zugriff verweigert für /home/jürgen/Übersicht — ärgerlich",
+                         "€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€", "😀x😀x😀x😀x😀x😀x😀x😀x😀x😀", "sauvegarde échouée: é\u{301}é\u{301}é\u{301}é\u{301}"]
+        let outputs = ["", "line ü 1\nline ü 2\n", (1...200).map { "zeile \($0) — ökonomisch" }.joined(separator: "\n")]
+        for summary in summaries {
+            for output in outputs {
+                for limit in [0, 1, 2, 3, 4, 5, 10, 11, 37, 38, 39, 40, 64, 100, 150, 2000] {
+                    let body = PingBody.make(summary: summary, output: output, limit: limit, secrets: [])
+                    let context = "limit \(limit), summary «\(summary)», output of \(output.utf8.count) bytes: «\(body)»"
+                    XCTAssertLessThanOrEqual(body.utf8.count, limit, context)
+                    XCTAssertFalse(body.contains("\u{FFFD}"), context)
+                    if summary.utf8.count > limit {
+                        XCTAssertTrue(body.isEmpty || body.hasSuffix(PingBody.summaryCutMarker), "a cut summary ends with the marker: \(context)")
+                        XCTAssertTrue(summary.hasPrefix(String(body.dropLast())), context)
+                    } else {
+                        XCTAssertTrue(body.hasPrefix(summary), "a summary that fits is whole: \(context)")
+                    }
+                }
+            }
+        }
+    }
+
+    func testTinyLimits() {
+        let summary = "backup failed: jürgen's Übersicht"  // "ü" at bytes 16–17
+        XCTAssertEqual(PingBody.make(summary: summary, output: "", limit: 1, secrets: []), "", "not even the marker fits")
+        XCTAssertEqual(PingBody.make(summary: summary, output: "", limit: 3, secrets: []), "…")
+        XCTAssertEqual(PingBody.make(summary: summary, output: "", limit: 10, secrets: []), "backup …")
+        XCTAssertEqual(PingBody.make(summary: summary, output: "", limit: 20, secrets: []), "backup failed: j…", "the cut does not split ü")
+        XCTAssertEqual(PingBody.make(summary: summary, output: "", limit: 21, secrets: []), "backup failed: jü…")
+        XCTAssertEqual(PingBody.make(summary: summary, output: "tail", limit: 37, secrets: []), summary, "the summary alone when the output has no room")
+        XCTAssertEqual(PingBody.make(summary: summary, output: "", limit: 35, secrets: []), summary, "35 bytes: fits exactly")
+        XCTAssertEqual(PingBody.make(summary: summary, output: "", limit: 34, secrets: []), "backup failed: jürgen's Übers…")
+        XCTAssertEqual(PingBody.make(summary: summary, output: "", limit: 30, secrets: []), "backup failed: jürgen's Ü…")
+        XCTAssertEqual(PingBody.make(summary: summary, output: "", limit: 29, secrets: []), "backup failed: jürgen's …", "Ü does not fit whole")
     }
 
     func testSecretsAreRedacted() {

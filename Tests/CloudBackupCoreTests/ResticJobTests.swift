@@ -52,7 +52,8 @@ final class ResticJobTests: XCTestCase {
 
     func configuration(_ extra: [String: String]) throws -> Configuration {
         // Port 1 on loopback: nothing answers there, so jobs go to the destination directly.
-        try ConfigurationLoader.load(environment: ["RESTIC_PASSWORD": "pw", "PATH": directory, "HOME": directory,
+        // The remote `r` is defined through rclone's environment, as rclone allows.
+        try ConfigurationLoader.load(environment: ["RESTIC_PASSWORD": "pw", "PATH": directory, "HOME": directory, "RCLONE_CONFIG_R_TYPE": "local",
                                                    "RESTIC_REST_PORT": "1", "LOCK_WAIT_SECONDS": "1"].merging(extra) { $1 },
                                      needs: [.repositoryPassword])
     }
@@ -213,12 +214,37 @@ final class ResticJobTests: XCTestCase {
         XCTAssertEqual(runner.commands, ["restic backup --dry-run /d"])
     }
 
-    func testForgetNeverInitialises() throws {
-        let runner = FakeProcessRunner { _, _ in ProcessResult(status: .exited(1), standardError: Self.missing014) }
+    func testForgetOnAnUnlistableDestinationSaysSoNotRunABackup() throws {
+        let runner = FakeProcessRunner { spec, _ in
+            switch spec.arguments.first {
+            case "lsjson": return ProcessResult(status: .exited(1), standardError: "2026/11/22 02:00:00 ERROR : : error listing: AccessDenied: Access Denied\n")
+            default: return ProcessResult(status: .exited(1), standardError: Self.missing014)
+            }
+        }
         let (code, log) = try runJob(.forget, ["BACKUP_REMOTE": "r:b"], runner: runner)
         XCTAssertEqual(code, 1)
-        XCTAssertEqual(runner.commands, ["restic forget /data"])
-        XCTAssertTrue(log.contains("there is no restic repository at r:b"), log)
+        XCTAssertTrue(log.contains("restic found no repository, and the destination cannot be listed either: ERROR : : error listing: AccessDenied"), log)
+        XCTAssertFalse(log.contains("run a backup first"), log)
+    }
+
+    func testAnUnreachableRepositoryDoesNotClaimNothingChanged() throws {
+        let runner = FakeProcessRunner { _, _ in ProcessResult(status: .exited(1), standardError: "Fatal: unable to save snapshot: Post \"http://127.0.0.1:8080/data/ab\": dial tcp 127.0.0.1:8080: connect: connection refused\n") }
+        let (code, log) = try runJob(.backup, [:], runner: runner)
+        XCTAssertEqual(code, 1)
+        XCTAssertFalse(log.contains("nothing was changed"), log)
+        XCTAssertTrue(log.contains("its lock may remain"), log)
+        XCTAssertTrue(log.contains("backup failed: the repository could not be reached"), log)
+        XCTAssertFalse(log.contains("backup failed: backup failed"), log)
+    }
+
+    func testForgetNeverInitialises() throws {
+        let runner = FakeProcessRunner { spec, _ in
+            spec.arguments.first == "lsjson" ? ProcessResult(status: .exited(0), standardOutput: "[]") : ProcessResult(status: .exited(1), standardError: Self.missing014)
+        }
+        let (code, log) = try runJob(.forget, ["BACKUP_REMOTE": "r:b"], runner: runner)
+        XCTAssertEqual(code, 1)
+        XCTAssertEqual(runner.commands, ["restic forget /data", "rclone lsjson --max-depth 1 r:b"], "listed, never initialised")
+        XCTAssertTrue(log.contains("there is no restic repository at r:b (run a backup first"), log)
     }
 
     static let lockJSON = #"{"time":"%@","exclusive":true,"hostname":"%@","username":"root","pid":7,"uid":0,"gid":0}"#
@@ -399,7 +425,7 @@ final class InterruptedInitTests: XCTestCase {
             default: return repository.answer(spec) ?? ProcessResult(status: .exited(99))
             }
         }
-        let configuration = try ConfigurationLoader.load(environment: ["RESTIC_PASSWORD": "pw", "PATH": directory, "HOME": directory,
+        let configuration = try ConfigurationLoader.load(environment: ["RESTIC_PASSWORD": "pw", "PATH": directory, "HOME": directory, "RCLONE_CONFIG_R_TYPE": "local",
                                                                        "RESTIC_REST_PORT": "1", "BACKUP_REMOTE": "r:b"], needs: [.repositoryPassword])
         let lines = LineCollector()
         let context = JobContext(environment: [:], runner: runner, signals: SignalMonitor(), log: Logger(sink: { lines.add($0) }),

@@ -47,7 +47,7 @@ final class BackupJobTests: SandboxTestCase {
         ])
         XCTAssertEqual(recorded[0].query["rid"], recorded[1].query["rid"], "start and end share the run id")
         XCTAssertNotEqual(recorded[0].query["rid"], recorded[2].query["rid"])
-        XCTAssertTrue(recorded[1].body.hasPrefix("snapshot "), recorded[1].body)
+        XCTAssertTrue(recorded[1].body.hasPrefix("backup finished: snapshot "), recorded[1].body)
         XCTAssertTrue(recorded[1].body.contains("files: 20 new, 0 changed, 0 unmodified"), recorded[1].body)
         XCTAssertTrue(recorded[1].body.contains("--- end of the output ---"), recorded[1].body)
         XCTAssertTrue(recorded[5].body.hasPrefix("forget finished"), recorded[5].body)
@@ -213,7 +213,7 @@ final class BackupJobTests: SandboxTestCase {
         XCTAssertEqual(result.status, .exited(0), result.standardError)
         let end = pings.pings.last!
         XCTAssertLessThanOrEqual(end.body.utf8.count, 2000)
-        XCTAssertTrue(end.body.hasPrefix("snapshot "), end.body)
+        XCTAssertTrue(end.body.hasPrefix("backup finished: snapshot "), end.body)
         XCTAssertTrue(end.body.contains("[… earlier output cut to fit the 2000-byte ping limit …]"), end.body)
         XCTAssertTrue(end.body.hasSuffix("saved"), end.body)
     }

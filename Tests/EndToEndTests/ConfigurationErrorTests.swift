@@ -78,4 +78,60 @@ final class ConfigurationErrorTests: SandboxTestCase {
         XCTAssertTrue(result.standardError.contains("restic was not found on PATH (/nonexistent)"), result.standardError)
         XCTAssertEqual(pings.pings.last?.path, "/ping/2b8a4c0e-1d2f-4e5a-9b6c-7d8e9f0a1b2c/69")
     }
+
+    /// A URL for a remote, a signed port, a directory and a device for `*_FILE`s: all reported at once,
+    /// before restic or rclone ever runs, in words (no "NSCocoaErrorDomain error 256"), and pinged to
+    /// the check URL given through BACKUP_CHECK_URL_FILE without showing it.
+    func testDestinationNumberAndFileProblemsAreCaughtBeforeAnythingRuns() throws {
+        let calls = try RecordedCall.installWrappers(in: sandbox)
+        let pings = try PingRecorder(in: sandbox)
+        let checkID = "5d5d5d5d-1e2f-4a3b-8c4d-5e6f7a8b9c0d"
+        let urlFile = sandbox.root + "/check-url"
+        try "\(pings.url(check: checkID))\n".write(toFile: urlFile, atomically: true, encoding: .utf8)
+        let directory = sandbox.root + "/secrets"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let bad = [
+            "BACKUP_REMOTE": "https://backup:url-secret-83@dav.example.org/backups",
+            "RESTIC_REST_PORT": "+39555",
+            "RESTIC_PASSWORD_FILE": directory,
+            "FORGET_CHECK_URL_FILE": "/dev/null",
+            "BACKUP_CHECK_URL_FILE": urlFile,
+        ]
+        let result = try sandbox.run(["backup", sandbox.data], bad, removing: ["RESTIC_PASSWORD"])
+        XCTAssertEqual(result.status, .exited(78))
+        let expected = [
+            "the configuration is not valid (4 problems):",
+            "BACKUP_REMOTE=https://backup:***@dav.example.org/backups: a URL is not an rclone path.",
+            "RESTIC_REST_PORT=+39555: expected a TCP port number from 1 to 65535 (default 8080). Write the number in plain digits",
+            "RESTIC_PASSWORD_FILE is set to a directory (\(directory)): point it to the file that holds the repository password.",
+            "FORGET_CHECK_URL_FILE is set to a device (/dev/null)",
+        ]
+        for line in expected {
+            XCTAssertTrue(result.standardError.contains(line), "missing «\(line)» in:\n\(result.standardError)")
+        }
+        XCTAssertFalse(result.standardError.contains("NSCocoaErrorDomain"), result.standardError)
+        XCTAssertFalse(result.standardError.contains("url-secret-83"), result.standardError)
+        XCTAssertEqual(pings.pings.map(\.path), ["/ping/\(checkID)/78"], "the URL from BACKUP_CHECK_URL_FILE is pinged")
+        XCTAssertTrue(pings.pings.first?.body.hasPrefix("not run: the configuration is not valid") == true)
+        XCTAssertFalse(pings.pings.contains { $0.body.contains(checkID) || $0.body.contains("url-secret-83") })
+
+        // An undefined remote (the defined ones are listed) and a password file of whitespace.
+        try "[store]\ntype = local\n".write(toFile: sandbox.environment["RCLONE_CONFIG"]!, atomically: true, encoding: .utf8)
+        let blank = sandbox.root + "/blank-password"
+        try "  \t\n".write(toFile: blank, atomically: true, encoding: .utf8)
+        let undefined = try sandbox.run(["backup", sandbox.data], ["BACKUP_REMOTE": "nosuchremote:repo", "RCLONE_CONFIG_ENVREMOTE_TYPE": "local",
+                                                                  "RESTIC_PASSWORD_FILE": blank], removing: ["RESTIC_PASSWORD"])
+        XCTAssertEqual(undefined.status, .exited(78))
+        for line in ["BACKUP_REMOTE=nosuchremote:repo: no rclone remote named nosuchremote is defined",
+                     "RCLONE_CONFIG=\(sandbox.environment["RCLONE_CONFIG"]!) defines store; the environment defines envremote",
+                     "RESTIC_PASSWORD_FILE=\(blank): the file holds only whitespace"] {
+            XCTAssertTrue(undefined.standardError.contains(line), "missing «\(line)» in:\n\(undefined.standardError)")
+        }
+
+        // Whitespace around the remote stops start-server too.
+        let spaced = try sandbox.run(["start-server"], ["BACKUP_REMOTE": "store:repo "])
+        XCTAssertEqual(spaced.status, .exited(78))
+        XCTAssertTrue(spaced.standardError.contains("BACKUP_REMOTE=\"store:repo \" has leading or trailing whitespace"), spaced.standardError)
+        XCTAssertEqual(RecordedCall.read(calls).map(\.arguments), [], "neither restic nor rclone ran")
+    }
 }

@@ -100,13 +100,15 @@ final class Sandbox: @unchecked Sendable {
     func startServer(_ extra: [String: String] = [:], log name: String = "server") throws -> (process: any RunningProcess, log: String) {
         let server = try launch(["start-server"], extra, log: name)
         let credentials = extra["RESTIC_REST_USERNAME"].map { RestCredentials(username: $0, password: extra["RESTIC_REST_PASSWORD"] ?? "") }
-        // Ready as jobs see it: answering, and its record in the state directory says so.
-        try waitFor("the REST server on port \(port)", seconds: 30) {
-            guard RestServerProbe.probe(port: self.port, credentials: credentials, timeout: 1) == .restServer else { return false }
-            let (record, alive) = ServerRecord.read(stateDirectory: "\(self.root)/state")
-            return alive && record?.state == .ready
-        }
+        try waitFor("the REST server on port \(port)", seconds: 30) { self.serverIsReady(credentials: credentials) }
         return server
+    }
+
+    /// Ready as jobs see it: answering, and its record in the state directory says so.
+    func serverIsReady(credentials: RestCredentials? = nil) -> Bool {
+        guard RestServerProbe.probe(port: port, credentials: credentials, timeout: 1) == .restServer else { return false }
+        let (record, alive) = ServerRecord.read(stateDirectory: "\(root)/state")
+        return alive && record?.state == .ready
     }
 
     /// Raw restic on the repository directory (not through cloud-backup), to check what is really there.

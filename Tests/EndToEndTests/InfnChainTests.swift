@@ -39,24 +39,35 @@ final class InfnChainTests: XCTestCase {
             endpoint = env["endpoint"] as? String ?? ""
             accessKey = env["access_key"] as? String ?? ""
             secretKey = env["secret_key"] as? String ?? ""
+            try startIdentityProvider(port: 0)
+            issuer = "http://127.0.0.1:\(idpPort)"
+            _ = try script(["sts-setup", rgwDirectory, issuer, "object", directory + "/idp-cert.pem", "IAMaccess"])
+        }
+
+        /// The provider, on `port` (0: any free one). Restarted on its old port with the same state, the
+        /// refresh tokens it issued stay valid.
+        func startIdentityProvider(port: Int) throws {
             let ready = directory + "/idp.port"
+            try? FileManager.default.removeItem(atPath: ready)
             let spec = ProcessSpec(executable: "sh", arguments: ["-c", "exec \"$0\" \"$@\" >>\(directory)/idp.log 2>&1", "python3",
                                                                  "\(Sandbox.fixtures)/oidc_provider.py", "--state-dir", directory + "/idp",
-                                                                 "--ready-file", ready, "--cert-file", directory + "/idp-cert.pem",
+                                                                 "--ready-file", ready, "--cert-file", directory + "/idp-cert.pem", "--port", "\(port)",
                                                                  "--refresh-lifetime", "\(30 * 86_400)", "--interval", "1"],
                                    environment: environment, standardOutput: .discard, standardError: .discard)
             idp = try runner.launch(spec)
             try waitFor("the identity provider", seconds: 20) { FileManager.default.fileExists(atPath: ready) }
             idpPort = Int(try String(contentsOfFile: ready, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
-            issuer = "http://127.0.0.1:\(idpPort)"
-            _ = try script(["sts-setup", rgwDirectory, issuer, "object", directory + "/idp-cert.pem", "IAMaccess"])
         }
 
-        func stop() {
+        func stopIdentityProvider() {
             if let idp, !idp.hasExited {
                 idp.send(SIGTERM)
                 if waitForExit(idp, seconds: 10) == nil { idp.send(SIGKILL) }
             }
+        }
+
+        func stop() {
+            stopIdentityProvider()
             _ = try? script(["stop", rgwDirectory])
             if ProcessInfo.processInfo.environment["KEEP_E2E_SANDBOX"] == nil {
                 try? FileManager.default.removeItem(atPath: directory)
@@ -328,6 +339,121 @@ final class InfnChainTests: XCTestCase {
         XCTAssertEqual(try snapshotCount(), 2)
         let check = try sandbox.run(["restic", "check"])
         XCTAssertEqual(check.status, .exited(0), check.standardError)
+    }
+
+    /// Every file and directory below `root` (itself included): directories 0700, regular files 0600,
+    /// sockets reachable by their owner only.
+    func assertPrivate(_ root: String, file: StaticString = #filePath, line: UInt = #line) {
+        var paths = [root]
+        if let enumerator = FileManager.default.enumerator(atPath: root) {
+            paths += enumerator.compactMap { $0 as? String }.map { "\(root)/\($0)" }
+        }
+        for path in paths {
+            var status = stat()
+            guard lstat(path, &status) == 0 else { continue }  // gone meanwhile (a lock file)
+            let mode = status.st_mode & 0o7777
+            switch status.st_mode & S_IFMT {
+            case S_IFDIR: XCTAssertEqual(mode, 0o700, "directory \(path) is \(String(mode, radix: 8))", file: file, line: line)
+            case S_IFREG: XCTAssertEqual(mode, 0o600, "file \(path) is \(String(mode, radix: 8))", file: file, line: line)
+            case S_IFSOCK: XCTAssertEqual(mode & 0o077, 0, "socket \(path) is \(String(mode, radix: 8))", file: file, line: line)
+            default: break
+            }
+        }
+    }
+
+    /// One login, checked link by link: the days left as config and the ping say them, the modes of
+    /// everything the tool and oidc-agent wrote, a wrong OIDC_PASSWORD while the agent holds the
+    /// account (every command), STS refusing the role, and the identity provider stopped.
+    /// On the old code: "(29 days)", the account file 0644 and the socket 0777, a wrong password
+    /// accepted by config and every job, config's STS failure without STS_ROLE_NAME, and the stopped
+    /// provider reported as "oidc-agent has no account infncloud loaded".
+    func testLoginIsVerifiedAndEverythingItWritesIsPrivate() throws {
+        let state = sandbox.root + "/state"
+        let agentConfig = sandbox.root + "/home/.config/oidc-agent"
+        // Made by the tool, not by the test harness.
+        try FileManager.default.removeItem(atPath: state)
+        try FileManager.default.removeItem(atPath: agentConfig)
+        let first = try interactive("config")
+        XCTAssertEqual(first.code, 0, first.output)
+        XCTAssertTrue(first.output.contains("(30 days); `cloud-backup reauth` renews it"), "a fresh 30-day login says 30 days:\n\(first.output)")
+        XCTAssertTrue(first.output.contains("✓ storage login: \(world.endpoint)"), first.output)
+
+        // Modes: the state directory, the agent's configuration, rclone's, the socket and its directory.
+        let socket = InfnSettings.agentSocket(stateDirectory: state)
+        XCTAssertTrue(socket.hasPrefix(InfnSettings.sharedSocketDirectory + "/"), "this test's long name puts the socket under /tmp: \(socket)")
+        assertPrivate(state)
+        assertPrivate(agentConfig)
+        assertPrivate(sandbox.root + "/home/.config/rclone")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: agentConfig + "/infncloud"))
+        var status = stat()
+        XCTAssertEqual(lstat(InfnSettings.sharedSocketDirectory, &status), 0)
+        XCTAssertEqual(status.st_mode & 0o777, 0o700)
+        XCTAssertEqual(status.st_uid, getuid())
+        XCTAssertEqual(lstat(socket, &status), 0)
+        XCTAssertEqual(status.st_mode & 0o777, 0o600, "oidc-agent's socket")
+
+        let check = try sandbox.run(["check-refresh-token"])
+        XCTAssertEqual(check.status, .exited(0), check.standardError)
+        XCTAssertTrue(check.standardError.contains("refresh token: 30 days left (expires "), check.standardError)
+        XCTAssertTrue(pings.pings.last { $0.path.contains("44444444") }?.body.hasPrefix("30 days left (expires ") == true)
+
+        // A wrong OIDC_PASSWORD while the agent holds the account: exit 77 before anything is created.
+        let wrong = "not-the-agent-password-51c"
+        let awsConfig = state + "/aws-config"
+        let rcloneConfig = sandbox.root + "/home/.config/rclone/rclone.conf"
+        try FileManager.default.removeItem(atPath: awsConfig)
+        try FileManager.default.removeItem(atPath: rcloneConfig)
+        let before = (try? FileManager.default.subpathsOfDirectory(atPath: state))?.sorted()
+        for arguments in [["config"], ["backup", sandbox.data], ["forget", "--keep-last", "1"], ["check"], ["restic", "snapshots"]] {
+            let refused = try sandbox.run(arguments, ["OIDC_PASSWORD": wrong])
+            XCTAssertEqual(refused.status, .exited(77), "\(arguments): \(refused.standardError)")
+            XCTAssertTrue(refused.standardError.contains("OIDC_PASSWORD does not unlock the oidc-agent account infncloud"), "\(arguments): \(refused.standardError)")
+            XCTAssertFalse(refused.standardError.contains(wrong))
+        }
+        let (server, serverLog) = try sandbox.launch(["start-server"], ["OIDC_PASSWORD": wrong], log: "server-wrong-password")
+        let serverEnd = waitForExit(server, seconds: 15)
+        XCTAssertEqual(serverEnd?.status, .exited(77), sandbox.readLog(serverLog))
+        XCTAssertTrue(sandbox.readLog(serverLog).contains("OIDC_PASSWORD does not unlock the oidc-agent account infncloud"), sandbox.readLog(serverLog))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: awsConfig), "nothing created")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: rcloneConfig), "nothing created")
+        XCTAssertEqual((try? FileManager.default.subpathsOfDirectory(atPath: state))?.sorted(), before)
+        XCTAssertEqual(pings.pings.last { $0.path.contains("55555555") }?.path, "/ping/55555555-5555-4555-8555-555555555555/77")
+        XCTAssertFalse(pings.pings.contains { $0.body.contains(wrong) })
+        XCTAssertFalse(agentPIDs().isEmpty, "the agent (holding the account) was running all along")
+
+        // STS refuses the role: config names STS_ROLE_NAME, its value and the other causes.
+        let refused = try sandbox.run(["config"], ["STS_ROLE_NAME": "NoSuchRole"])
+        XCTAssertEqual(refused.status, .exited(77), refused.standardError)
+        for part in ["the storage's STS refused the login token (AccessDenied", "STS_ROLE_NAME=NoSuchRole", "OIDC_AUDIENCE=object",
+                     "OIDC_ISSUER_URL=\(world.issuer)"] {
+            XCTAssertTrue(refused.standardError.contains(part), "missing «\(part)» in:\n\(refused.standardError)")
+        }
+
+        // The identity provider stopped: named, with its address, as unreachable.
+        world.stopIdentityProvider()
+        var restarted = false
+        defer { if !restarted { XCTAssertNoThrow(try world.startIdentityProvider(port: world.idpPort)) } }
+        let idpDown = try sandbox.run(["config"])
+        XCTAssertEqual(idpDown.status, .exited(77), idpDown.standardError)
+        XCTAssertTrue(idpDown.standardError.contains("the identity provider \(world.issuer) cannot be reached"), idpDown.standardError)
+        XCTAssertFalse(idpDown.standardError.contains("has no account"), idpDown.standardError)
+        // As rclone runs it, for the jobs.
+        let credentials = try sandbox.run(["aws-credential-process"], ["OIDC_SOCK": socket])
+        XCTAssertEqual(credentials.status, .exited(77), credentials.standardError)
+        XCTAssertTrue(credentials.standardError.contains("the identity provider \(world.issuer) cannot be reached"), credentials.standardError)
+        // A job: rclone runs the credential process, whose message reaches the job's output and ping.
+        let backup = try sandbox.run(["backup", sandbox.data])
+        XCTAssertNotEqual(backup.status, .exited(0), backup.standardError)
+        XCTAssertTrue(backup.standardError.contains("the identity provider \(world.issuer) cannot be reached"), backup.standardError)
+        XCTAssertFalse(backup.standardError.contains("has no account"), backup.standardError)
+        try world.startIdentityProvider(port: world.idpPort)
+        restarted = true
+
+        // Back to normal: the files come back, private.
+        let again = try sandbox.run(["config"])
+        XCTAssertEqual(again.status, .exited(0), again.standardError)
+        assertPrivate(state)
+        assertPrivate(sandbox.root + "/home/.config/rclone")
     }
 
     func testReauthRenewsTheLogin() throws {

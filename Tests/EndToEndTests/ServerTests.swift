@@ -74,7 +74,7 @@ final class ServerTests: SandboxTestCase {
         kill(first[0], SIGKILL)
         try waitFor("a new rclone", seconds: 20) {
             let now = self.sandbox.childPIDs(of: server.pid, named: "rclone")
-            return now.count == 1 && now != first && RestServerProbe.probe(port: self.sandbox.port, credentials: nil) == .restServer
+            return now.count == 1 && now != first && self.sandbox.serverIsReady()
         }
         XCTAssertTrue(sandbox.readLog(log).contains("rclone serve restic stopped (killed by signal 9 (SIGKILL))"), sandbox.readLog(log))
         let backup = try sandbox.run(["backup", sandbox.data])

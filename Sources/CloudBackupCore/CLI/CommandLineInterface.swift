@@ -210,12 +210,14 @@ public enum CommandLineInterface {
         pthread_sigmask(SIG_UNBLOCK, &unblock, nil)
     }
 
-    /// The secrets of a raw environment, for output made before (or without) a valid configuration.
+    /// The secrets of a raw environment, for output made before (or without) a valid configuration:
+    /// the same list a valid configuration adds to its own (`ConfigurationLoader.secretValues`).
     static func secretValues(in environment: [String: String]) -> [String] {
-        ["RESTIC_PASSWORD", "RESTIC_REST_PASSWORD", "OIDC_PASSWORD", "OIDC_CLIENT_SECRET", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"]
-            .compactMap { environment[$0] }.filter { !$0.isEmpty }
+        ConfigurationLoader.secretValues(in: environment)
     }
 
+    /// A configuration error is still a failed run: the check URL is taken as the loader would take it
+    /// (the variable, else its `_FILE`), and it and every other known secret are kept out of the body.
     static func pingConfigurationFailure(command: Subcommand, environment: [String: String], error: CloudBackupError, log: Logger) {
         let variable: String
         switch command {
@@ -225,9 +227,14 @@ public enum CommandLineInterface {
         case .checkRefreshToken: variable = "OIDC_TOKEN_CHECK_URL"
         default: return
         }
-        guard let text = environment[variable], !text.isEmpty, let url = URL(string: text),
-              let scheme = url.scheme, scheme == "http" || scheme == "https" else { return }
-        let secrets = [text] + secretValues(in: environment)
+        var text = environment[variable].flatMap { $0.isEmpty ? nil : $0 }
+        if text == nil, let path = environment["\(variable)_FILE"], !path.isEmpty,
+           case .success(let value) = ConfigurationLoader.secretFromFile(variable: "\(variable)_FILE", path: path, holds: variable, readFile: readFileFromDisk) {
+            text = value
+        }
+        guard let text, let url = URL(string: text.trimmingCharacters(in: .whitespaces)),
+              let scheme = url.scheme?.lowercased(), scheme == "http" || scheme == "https", url.host != nil else { return }
+        let secrets = [text, url.absoluteString] + secretValues(in: environment)
         let monitor = HealthchecksMonitor(check: url, secrets: secrets, log: log)
         monitor.finish(exitCode: error.exitCode, summary: "not run: \(error.description)", output: "")
     }
@@ -236,4 +243,9 @@ public enum CommandLineInterface {
 func writeStandardError(_ text: String) {
     var copy = text
     copy.withUTF8 { writeFully(STDERR_FILENO, $0.baseAddress!, $0.count) }
+}
+
+func writeStandardOutput(_ text: String) {
+    var copy = text
+    copy.withUTF8 { writeFully(STDOUT_FILENO, $0.baseAddress!, $0.count) }
 }

@@ -25,34 +25,66 @@ public enum PingURL {
         return components.url
     }
 
-    /// For log lines: the host only, since the full URL lets anyone ping the check.
+    /// For log lines: the whole authority (scheme, user, host, port: a warning must tell which server
+    /// failed, and two Healthchecks on one host differ only by port), never the path or query (whoever
+    /// holds them can ping the check) nor a password in the URL.
     public static func redacted(_ url: URL) -> String {
-        "\(url.scheme ?? "https")://\(url.host ?? "?")/…"
+        guard let components = URLComponents(url: url, resolvingAgainstBaseURL: false) else { return "(a ping URL)" }
+        var authority = ""
+        if let user = components.percentEncodedUser {
+            authority += components.percentEncodedPassword == nil ? "\(user)@" : "\(user):***@"
+        }
+        let host = components.percentEncodedHost ?? "?"
+        // An IPv6 literal keeps its brackets, or its colons would read as a port.
+        authority += host.contains(":") && !host.hasPrefix("[") ? "[\(host)]" : host
+        if let port = components.port { authority += ":\(port)" }
+        return "\(components.scheme ?? "https")://\(authority)/…"
     }
 }
 
 public enum PingBody {
     public static let defaultLimit = 100_000
+    /// Ends a summary that had to be cut, so nobody takes the rest for the whole message.
+    public static let summaryCutMarker = "…"
 
-    /// The summary first (it must survive any cut), then as much of the output's end as fits.
-    /// Secrets are replaced by `***` before anything else.
+    /// The summary first (it must survive any cut), then as much of the output's end as fits, in at
+    /// most `limit` bytes of UTF-8: Healthchecks cuts longer bodies itself without a word, and a cut
+    /// there (or here, inside a character) loses the end of the summary. Secrets are replaced by `***`
+    /// before anything else.
     public static func make(summary: String, output: String, limit: Int, secrets: [String]) -> String {
         let summary = Redactor.redact(summary, secrets: secrets)
         let output = Redactor.redact(output, secrets: secrets).trimmingCharacters(in: .newlines)
         let head = output.isEmpty ? summary : summary + "\n\n--- end of the output ---\n"
-        var body = head + output
+        let body = head + output
         guard body.utf8.count > limit else { return body }
+        guard summary.utf8.count <= limit else { return cut(summary, toBytes: limit) }
         let marker = "[… earlier output cut to fit the \(limit)-byte ping limit …]\n"
         let room = limit - head.utf8.count - marker.utf8.count
-        if room <= 0 {
-            body = String(decoding: Array(summary.utf8.prefix(limit)), as: UTF8.self)
-            return body
-        }
+        // No room for any output: the whole summary alone is worth more than a marker.
+        guard room > 0 else { return summary }
         var tail = Array(output.utf8.suffix(room))
         // Start on a line (and so on a whole UTF-8 character).
         if let newline = tail.firstIndex(of: 10) { tail = Array(tail[(newline + 1)...]) }
         while let first = tail.first, first & 0xC0 == 0x80 { tail.removeFirst() }
         return head + marker + String(decoding: tail, as: UTF8.self)
+    }
+
+    /// The longest start of `text` that, with the cut marker after it, fits in `limit` bytes; cut
+    /// between characters (a byte cut inside one would be decoded as U+FFFD, 3 bytes, and grow the
+    /// body). Below the marker's own size nothing fits: an empty body, rather than a few bytes that
+    /// would look like a whole message.
+    static func cut(_ text: String, toBytes limit: Int) -> String {
+        let room = limit - summaryCutMarker.utf8.count
+        guard room >= 0 else { return "" }
+        var kept = ""
+        var used = 0
+        for character in text {
+            let size = character.utf8.count
+            if used + size > room { break }
+            kept.append(character)
+            used += size
+        }
+        return kept + summaryCutMarker
     }
 }
 

@@ -60,10 +60,14 @@ public struct InfnLogin {
     public func configure() -> Int32 {
         do {
             if let settings = configuration.infn {
-                try InfnSetup.writeFiles(settings: settings, paths: configuration.infnPaths)
                 let agent = InfnSetup.agent(configuration, context: context)!
+                let existing = agent.accountExists
+                // Before anything is created: a running agent that holds the account would take any password.
+                if existing { try agent.verifyPassword() }
+                try InfnSetup.writeFiles(settings: settings, paths: configuration.infnPaths)
+                try agent.secureConfigurationDirectory()
                 try agent.ensureRunning()
-                if agent.accountExists {
+                if existing {
                     say("✓ oidc-agent account \(settings.accountName) exists: no new login needed (`cloud-backup reauth` renews it)")
                     try agent.ensureLoaded()
                     say("✓ account loaded: OIDC_PASSWORD unlocks it")
@@ -72,6 +76,7 @@ public struct InfnLogin {
                     try agent.ensureLoaded()
                 }
                 report(refreshTokenOf: agent)
+                try verifyStorageLogin(agent: agent, settings: settings)
                 try ensureBucketPath(settings: settings)
             }
             try ensureRepository()
@@ -98,10 +103,13 @@ public struct InfnLogin {
             return ExitCode.usage
         }
         do {
-            try agent.ensureRunning()
             guard agent.accountExists else {
                 throw CloudBackupError.infn("there is no oidc-agent account \(agent.settings.accountName) to renew", fix: "run `cloud-backup config` first")
             }
+            // oidc-gen would ask for the password only after the browser step.
+            try agent.verifyPassword()
+            try agent.secureConfigurationDirectory()
+            try agent.ensureRunning()
             try deviceFlow(agent: agent, reauthenticate: true)
             // The agent still holds the old refresh token: reload the account.
             _ = try? context.runner.run(agent.spec("oidc-add", OidcCommand.unload(agent.settings.accountName)), timeout: 30)
@@ -118,8 +126,18 @@ public struct InfnLogin {
     /// `check-refresh-token`: pings OIDC_TOKEN_CHECK_URL with the days left; fails a week before expiry.
     public func checkRefreshToken(now: Date = Date()) -> Int32 {
         guard let settings = configuration.infn, let agent = InfnSetup.agent(configuration, context: context) else {
-            // The scheduled job stays harmless for destinations without a login.
-            log.info("nothing to check: \(configuration.destination) needs no login (check-refresh-token is for INFN Cloud storage)")
+            // The scheduled job stays harmless for destinations without a login, and its check (if
+            // one was made) gets its success, or it would stay "new" and never alert.
+            let summary = "nothing to check: \(configuration.destination) needs no login (check-refresh-token is for INFN Cloud storage)"
+            log.info(summary)
+            if let check = Self.tokenCheckURL(environment: context.environment, log: log) {
+                context.log.addSecrets([check.absoluteString])
+                let monitor = HealthchecksMonitor(check: check, transport: context.transport, secrets: configuration.secrets + [check.absoluteString],
+                                                  log: log, requestTimeout: Double(configuration.pingTimeoutSeconds),
+                                                  budgetSeconds: configuration.pingBudgetSeconds)
+                monitor.start()
+                monitor.finish(exitCode: ExitCode.success, summary: summary, output: "")
+            }
             return ExitCode.success
         }
         let monitor = HealthchecksMonitor(check: settings.tokenCheckURL, configuration: configuration, context: context)
@@ -132,14 +150,15 @@ public struct InfnLogin {
             case .never:
                 (code, summary) = (ExitCode.success, "the refresh token does not expire")
             case .expires(let date):
-                let days = date.timeIntervalSince(now) / 86_400
+                let days = RefreshTokenLifetime.daysLeft(until: date, now: now)
+                let left = RefreshTokenLifetime.describe(daysLeft: days)
                 let when = "expires \(ISO8601DateFormatter().string(from: date))"
-                if days <= 0 {
+                if date <= now {
                     (code, summary) = (ExitCode.failure, "the refresh token has expired (\(when)): backups to INFN Cloud fail until you \(renew)")
-                } else if days < Double(settings.refreshTokenMinimumDays) {
-                    (code, summary) = (ExitCode.failure, "\(Int(days)) days left (\(when)), fewer than REFRESH_TOKEN_MIN_DAYS=\(settings.refreshTokenMinimumDays): \(renew)")
+                } else if days < settings.refreshTokenMinimumDays {
+                    (code, summary) = (ExitCode.failure, "\(left) left (\(when)), fewer than REFRESH_TOKEN_MIN_DAYS=\(settings.refreshTokenMinimumDays): \(renew)")
                 } else {
-                    (code, summary) = (ExitCode.success, "\(Int(days)) days left (\(when))")
+                    (code, summary) = (ExitCode.success, "\(left) left (\(when))")
                 }
             case .unreadable(let reason):
                 (code, summary) = (ExitCode.failure, "cannot tell when the refresh token expires: \(reason); to be safe, \(renew)")
@@ -153,11 +172,27 @@ public struct InfnLogin {
         return code
     }
 
+    /// OIDC_TOKEN_CHECK_URL (or its _FILE) read from the raw environment: without INFN settings the
+    /// configuration does not parse it. A value that is not a ping URL is a warning, not a failure.
+    static func tokenCheckURL(environment: [String: String], log: Logger, readFile: FileReader = readFileFromDisk) -> URL? {
+        let name = "OIDC_TOKEN_CHECK_URL"
+        var text = environment[name].flatMap { $0.isEmpty ? nil : $0 }
+        if text == nil, let path = environment["\(name)_FILE"], !path.isEmpty {
+            text = (try? readFile(path))?.trimmingCharacters(in: .whitespacesAndNewlines)
+            if text?.isEmpty ?? true { log.warning("\(name)_FILE=\(path): cannot read a ping URL from it; no ping sent.") }
+        }
+        var problems: [String] = []
+        let url = ConfigurationLoader.pingURL(name, text.flatMap { $0.isEmpty ? nil : $0 }, problems: &problems)
+        for problem in problems { log.warning("\(problem) No ping sent.") }
+        return url
+    }
+
     private func report(refreshTokenOf agent: OidcAgent) {
         guard let token = try? agent.refreshToken() else { return }
         switch RefreshTokenLifetime.of(token) {
         case .expires(let date):
-            say("✓ login valid until \(ISO8601DateFormatter().string(from: date)) (\(Int(date.timeIntervalSinceNow / 86_400)) days); `cloud-backup reauth` renews it")
+            let left = RefreshTokenLifetime.describe(daysLeft: RefreshTokenLifetime.daysLeft(until: date))
+            say("✓ login valid until \(ISO8601DateFormatter().string(from: date)) (\(left)); `cloud-backup reauth` renews it")
         case .never:
             say("✓ login does not expire")
         case .unreadable(let reason):
@@ -185,6 +220,14 @@ public struct InfnLogin {
                                         fix: "run the command again and approve the code in the browser before it expires")
         }
         say("✓ logged in")
+    }
+
+    /// The chain's last link before rclone: an access token for the storage's audience, exchanged at
+    /// the storage's STS for keys, as the credential process does. A failure here is the login's
+    /// own message (exit 77), not a listing error from inside rclone.
+    private func verifyStorageLogin(agent: OidcAgent, settings: InfnSettings) throws {
+        _ = try StsExchange.request(settings: settings, webIdentityToken: try agent.accessToken())
+        say("✓ storage login: \(settings.s3Endpoint.absoluteString) gives keys for role \(settings.roleName) (audience \(settings.audience))")
     }
 
     /// The bucket path exists (created when missing) and can be listed.

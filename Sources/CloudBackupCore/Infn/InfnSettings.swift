@@ -51,8 +51,12 @@ public struct InfnSettings: Sendable, Equatable {
         if preferred.utf8.count < 100 { return preferred }
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325  // FNV-1a
         for byte in stateDirectory.utf8 { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
-        return "/tmp/cloud-backup-\(getuid())/oidc-agent-\(String(hash, radix: 16)).sock"
+        return "\(sharedSocketDirectory)/oidc-agent-\(String(hash, radix: 16)).sock"
     }
+
+    /// The directory of the short socket paths: one per user, in /tmp (which anyone may write), so it
+    /// is checked before use (OidcAgent.prepareSocketDirectory).
+    public static var sharedSocketDirectory: String { "/tmp/cloud-backup-\(getuid())" }
 
     /// The AWS profile whose credential_process rclone runs.
     public static let awsProfile = "cloud-backup"

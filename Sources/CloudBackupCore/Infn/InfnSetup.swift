@@ -45,7 +45,14 @@ public enum InfnSetup {
     /// Writes `content` to `path` (mode 0600, atomically) unless it is already there. True if it wrote.
     @discardableResult
     public static func writeIfChanged(_ content: String, to path: String) throws -> Bool {
-        if let current = try? String(contentsOfFile: path, encoding: .utf8), current == content { return false }
+        if let current = try? String(contentsOfFile: path, encoding: .utf8), current == content {
+            // Written by an older version, or copied in by hand: still only ours to read.
+            var status = stat()
+            if lstat(path, &status) == 0, status.st_mode & S_IFMT == S_IFREG, status.st_uid == getuid(), status.st_mode & 0o077 != 0 {
+                chmod(path, 0o600)
+            }
+            return false
+        }
         let directory = (path as NSString).deletingLastPathComponent
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
@@ -84,13 +91,14 @@ public enum InfnSetup {
         return wroteRclone || wroteAWS
     }
 
-    /// Everything a command needs before rclone touches INFN storage: the files, the agent, the account.
+    /// Everything a command needs before rclone touches INFN storage: the account (OIDC_PASSWORD
+    /// verified against it first, so a wrong one starts and writes nothing), the agent, the files.
     public static func prepare(_ configuration: Configuration, context: JobContext) throws {
-        guard let settings = configuration.infn else { return }
+        guard let settings = configuration.infn, let agent = agent(configuration, context: context) else { return }
+        try agent.ensureLoaded()
         if try writeFiles(settings: settings, paths: configuration.infnPaths) {
             context.log.info("wrote the \(InfnDefaults.remoteName) rclone remote (\(configuration.infnPaths.rcloneConfig)) and its AWS profile (\(configuration.infnPaths.awsConfig))")
         }
-        try agent(configuration, context: context)?.ensureLoaded()
     }
 
     public static func agent(_ configuration: Configuration, context: JobContext) -> OidcAgent? {

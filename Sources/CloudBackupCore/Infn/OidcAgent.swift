@@ -72,11 +72,14 @@ public struct OidcAgent {
     /// Finds the agent on the socket or starts one there. Returns the PID of an agent it started.
     @discardableResult
     public func ensureRunning() throws -> pid_t? {
-        if loadedAccounts() != nil { return nil }
+        if loadedAccounts() != nil {
+            tightenSocket()
+            return nil
+        }
+        let directory = (paths.agentSocket as NSString).deletingLastPathComponent
+        try OidcAgent.prepareSocketDirectory(directory, shared: directory == InfnSettings.sharedSocketDirectory)
         // A socket left by an agent that is gone (a container restart) would make oidc-agent refuse it.
         unlink(paths.agentSocket)
-        try FileManager.default.createDirectory(atPath: (paths.agentSocket as NSString).deletingLastPathComponent,
-                                                withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         // oidc-agent daemonises: its output ends when the daemon has detached, so this returns.
         let result = try runner.run(spec("oidc-agent", OidcCommand.startAgent(socket: paths.agentSocket)))
         guard result.status.isSuccess,
@@ -84,9 +87,62 @@ public struct OidcAgent {
             throw CloudBackupError.infn("could not start oidc-agent: \(lastLine(result.standardError) ?? "\(result.status)")",
                                         fix: "check that oidc-agent is installed (apt-get install oidc-agent-cli)")
         }
+        // Before any account is loaded into it.
+        tightenSocket()
         let pid = (object["dpid"] as? String).flatMap { pid_t($0) } ?? (object["dpid"] as? NSNumber)?.int32Value
         log.info("started oidc-agent (PID \(pid.map(String.init) ?? "?")) on \(paths.agentSocket)")
         return pid
+    }
+
+    /// oidc-agent 4.2.6 makes its socket 0777: whoever can reach it gets access tokens for the loaded
+    /// account. Only this user may connect (connecting needs write permission on the socket).
+    func tightenSocket() {
+        var status = stat()
+        guard lstat(paths.agentSocket, &status) == 0, status.st_mode & S_IFMT == S_IFSOCK, status.st_uid == getuid(),
+              status.st_mode & 0o077 != 0 else { return }
+        chmod(paths.agentSocket, 0o600)
+    }
+
+    /// The socket's directory, made 0700 when missing. The shared one under /tmp (used when the state
+    /// directory's path is too long for a socket) can be made by anyone before us: it is used only
+    /// when it is a real directory of ours that nobody else can enter, or another user could replace
+    /// the socket and receive our tokens.
+    static func prepareSocketDirectory(_ directory: String, shared: Bool) throws {
+        guard shared else {
+            do {
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            } catch {
+                throw CloudBackupError.cannotWrite(path: directory, reason: "cannot create the directory for oidc-agent's socket (\(describe(error)))")
+            }
+            return
+        }
+        if mkdir(directory, 0o700) == 0 {
+            // Whatever the umask took away.
+            chmod(directory, 0o700)
+            return
+        }
+        let code = errno
+        guard code == EEXIST else {
+            throw CloudBackupError.cannotWrite(path: directory, reason: "cannot create the directory for oidc-agent's socket (\(String(cString: strerror(code))))")
+        }
+        var status = stat()
+        guard lstat(directory, &status) == 0 else {
+            throw CloudBackupError.cannotWrite(path: directory, reason: "cannot inspect the directory for oidc-agent's socket (\(String(cString: strerror(errno))))")
+        }
+        if let problem = insecurity(of: status, expectedOwner: getuid()) {
+            throw CloudBackupError.infn("refusing to put oidc-agent's socket in \(directory): \(problem), so another user could take the socket's place and receive your tokens",
+                                        fix: "remove \(directory) (it holds only oidc-agent sockets) if you made it, or set CLOUD_BACKUP_STATE_DIR to a path shorter than 80 characters so the socket lives in the state directory")
+        }
+    }
+
+    /// Why a directory that should be ours alone is not, or nil when it is.
+    static func insecurity(of status: stat, expectedOwner: uid_t) -> String? {
+        if status.st_mode & S_IFMT == S_IFLNK { return "it is a symbolic link" }
+        if status.st_mode & S_IFMT != S_IFDIR { return "it is not a directory" }
+        if status.st_uid != expectedOwner { return "it belongs to another user (uid \(status.st_uid))" }
+        let mode = status.st_mode & 0o777
+        if mode & 0o077 != 0 { return "its mode is \(String(mode, radix: 8)) (others may enter it; expected 700)" }
+        return nil
     }
 
     /// Where oidc-agent keeps account configurations (its own order of precedence).
@@ -103,23 +159,88 @@ public struct OidcAgent {
         FileManager.default.fileExists(atPath: "\(configurationDirectory)/\(settings.accountName)")
     }
 
-    /// Loads the account into the agent (oidc-add decrypts it with OIDC_PASSWORD and refreshes once).
-    public func ensureLoaded() throws {
-        try ensureRunning()
-        if loadedAccounts()?.contains(settings.accountName) == true { return }
+    /// oidc-gen writes the account (encrypted, but with the client secret's and refresh token's
+    /// ciphertext open to offline guessing) and `issuer.config` with the umask, 0644 by default. The
+    /// directory is made 0700 before oidc-gen runs and everything in it that is ours is 0600 after,
+    /// and at every load (an account written by an older version is repaired).
+    public func secureConfigurationDirectory() throws {
+        try OidcAgent.securePrivateDirectory(configurationDirectory)
+    }
+
+    static func securePrivateDirectory(_ directory: String) throws {
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw CloudBackupError.cannotWrite(path: directory, reason: "cannot create oidc-agent's configuration directory (\(describe(error)))")
+        }
+        let me = getuid()
+        var status = stat()
+        if lstat(directory, &status) == 0, status.st_mode & S_IFMT == S_IFDIR, status.st_uid == me, status.st_mode & 0o077 != 0 {
+            chmod(directory, 0o700)
+        }
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] {
+            let path = "\(directory)/\(name)"
+            // Never through a symbolic link, never someone else's file.
+            guard lstat(path, &status) == 0, status.st_uid == me else { continue }
+            switch status.st_mode & S_IFMT {
+            case S_IFREG where status.st_mode & 0o077 != 0: chmod(path, 0o600)
+            case S_IFDIR where status.st_mode & 0o077 != 0: chmod(path, 0o700)
+            default: break
+            }
+        }
+    }
+
+    /// Decrypts the stored account with OIDC_PASSWORD (`oidc-gen -p`: ~0.2 s, no request to the
+    /// identity provider) and returns it. The one proof that OIDC_PASSWORD is right: an agent that
+    /// already holds the account would accept any password, since nothing needs to be decrypted then.
+    public func readAccount() throws -> [String: Any] {
         guard accountExists else {
             throw CloudBackupError.infn("there is no oidc-agent account \(settings.accountName) yet (looked in \(configurationDirectory))",
                                         fix: "run `cloud-backup config` once, in a terminal (Docker: docker compose run --rm cloud-backup config)")
         }
+        guard let result = try runner.run(spec("oidc-gen", OidcCommand.printAccount(settings.accountName), password: true), timeout: 30) else {
+            throw CloudBackupError.infn("oidc-gen -p did not finish within 30 s", fix: "check oidc-agent")
+        }
+        guard result.status.isSuccess else {
+            let reason = oidcMessage(result.standardError) ?? "\(result.status)"
+            if reason.contains("maximum number of tries") {
+                throw CloudBackupError.infn("OIDC_PASSWORD does not unlock the oidc-agent account \(settings.accountName) (in \(configurationDirectory))",
+                                            fix: "set OIDC_PASSWORD to the password chosen at the first `cloud-backup config`; nothing was started or changed")
+            }
+            throw CloudBackupError.infn("cannot read the oidc-agent account \(settings.accountName): \(reason)",
+                                        fix: "run `cloud-backup config` (Docker: docker compose run --rm cloud-backup config)")
+        }
+        guard let object = try? JSONSerialization.jsonObject(with: Data(result.standardOutput.utf8)) as? [String: Any] else {
+            throw CloudBackupError.infn("oidc-gen -p printed no account configuration for \(settings.accountName)", fix: "run `cloud-backup reauth`")
+        }
+        return object
+    }
+
+    /// Checks that the account exists and that OIDC_PASSWORD unlocks it. Starts and writes nothing.
+    public func verifyPassword() throws {
+        _ = try readAccount()
+    }
+
+    /// Loads the account into the agent (oidc-add decrypts it with OIDC_PASSWORD and refreshes once).
+    /// The password is verified first, every time, before the agent is started or anything written.
+    public func ensureLoaded() throws {
+        try verifyPassword()
+        try secureConfigurationDirectory()
+        try ensureRunning()
+        if loadedAccounts()?.contains(settings.accountName) == true { return }
         guard let result = try runner.run(spec("oidc-add", OidcCommand.load(settings.accountName), password: true), timeout: 60) else {
             throw CloudBackupError.infn("oidc-add did not finish within 60 s (is the identity provider \(settings.issuer.absoluteString) reachable?)",
                                         fix: "check the network path to the identity provider")
         }
         guard result.status.isSuccess else {
-            let reason = lastLine(result.standardError) ?? lastLine(result.standardOutput) ?? "\(result.status)"
+            let reason = oidcMessage(result.standardError) ?? lastLine(result.standardOutput) ?? "\(result.status)"
             if reason.contains("maximum number of tries") {
                 throw CloudBackupError.infn("OIDC_PASSWORD does not unlock the oidc-agent account \(settings.accountName)",
                                             fix: "set OIDC_PASSWORD to the password chosen at `cloud-backup config`")
+            }
+            if let unreachable = IdentityProvider.problem(issuer: settings.issuer) {
+                throw CloudBackupError.infn("could not load the oidc-agent account \(settings.accountName): \(unreachable)",
+                                            fix: IdentityProvider.fix)
             }
             throw CloudBackupError.infn("could not load the oidc-agent account \(settings.accountName): \(reason)",
                                         fix: "check the identity provider \(settings.issuer.absoluteString); if your login expired, run `cloud-backup reauth`")
@@ -127,44 +248,77 @@ public struct OidcAgent {
         log.info("oidc-agent account \(settings.accountName) loaded")
     }
 
-    /// An access token for the storage's audience.
+    /// An access token for the storage's audience. Every request with an audience is a refresh request
+    /// to the identity provider, so its failures are told apart here: oidc-token 4.2.6 says "the other
+    /// party disconnected" both when the agent went away and when the provider cannot be reached.
     public func accessToken() throws -> String {
         guard let result = try runner.run(spec("oidc-token", OidcCommand.accessToken(settings.accountName, audience: settings.audience)), timeout: 60) else {
+            if let unreachable = IdentityProvider.problem(issuer: settings.issuer) {
+                throw CloudBackupError.infn(unreachable, fix: IdentityProvider.fix)
+            }
             throw CloudBackupError.infn("oidc-token did not answer within 60 s", fix: "check the identity provider and the agent")
         }
         let token = result.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)
         guard result.status.isSuccess, !token.isEmpty else {
-            let reason = lastLine(result.standardError) ?? "\(result.status)"
-            if reason.contains("not loaded") || reason.contains("did not receive any response") || reason.contains("connect") {
-                throw CloudBackupError.infn("oidc-agent has no account \(settings.accountName) loaded (\(reason))",
-                                            fix: "start the server (`cloud-backup start-server` loads it) or run `cloud-backup config`")
-            }
-            throw CloudBackupError.infn("oidc-token failed: \(reason)", fix: "if your login expired, run `cloud-backup reauth`")
+            throw accessTokenFailure(oidcMessage(result.standardError) ?? "\(result.status)")
         }
         return token
     }
 
+    /// What an oidc-token failure means, checked against the agent and the identity provider.
+    func accessTokenFailure(_ reason: String) -> CloudBackupError {
+        let startIt = "start the server (`cloud-backup start-server` starts it and loads the account) or run `cloud-backup config`"
+        if reason.contains("not loaded") {
+            return .infn("oidc-agent on \(paths.agentSocket) has no account \(settings.accountName) loaded (oidc-token: \(reason))", fix: startIt)
+        }
+        guard let loaded = loadedAccounts() else {
+            return .infn("oidc-agent does not answer on \(paths.agentSocket) (oidc-token: \(reason))", fix: startIt)
+        }
+        guard loaded.contains(settings.accountName) else {
+            return .infn("oidc-agent on \(paths.agentSocket) has no account \(settings.accountName) loaded (oidc-token: \(reason))", fix: startIt)
+        }
+        if let unreachable = IdentityProvider.problem(issuer: settings.issuer) {
+            return .infn("oidc-agent could not get an access token: \(unreachable)", fix: IdentityProvider.fix)
+        }
+        return .infn("oidc-agent could not get an access token from \(settings.issuer.absoluteString) (oidc-token: \(reason))",
+                     fix: "if your login expired or was revoked, run `cloud-backup reauth`")
+    }
+
     /// The refresh token, read from the encrypted account configuration.
     public func refreshToken() throws -> String {
-        guard let result = try runner.run(spec("oidc-gen", OidcCommand.printAccount(settings.accountName), password: true), timeout: 30) else {
-            throw CloudBackupError.infn("oidc-gen -p did not finish within 30 s", fix: "check oidc-agent")
-        }
-        guard result.status.isSuccess else {
-            let reason = lastLine(result.standardError) ?? "\(result.status)"
-            if reason.contains("maximum number of tries") {
-                throw CloudBackupError.infn("OIDC_PASSWORD does not unlock the oidc-agent account \(settings.accountName)",
-                                            fix: "set OIDC_PASSWORD to the password chosen at `cloud-backup config`")
-            }
-            throw CloudBackupError.infn("cannot read the oidc-agent account \(settings.accountName): \(reason)",
-                                        fix: "run `cloud-backup config` (Docker: docker compose run --rm cloud-backup config)")
-        }
-        guard let object = try? JSONSerialization.jsonObject(with: Data(result.standardOutput.utf8)) as? [String: Any],
-              let token = object["refresh_token"] as? String, !token.isEmpty else {
+        guard let token = try readAccount()["refresh_token"] as? String, !token.isEmpty else {
             throw CloudBackupError.infn("the oidc-agent account \(settings.accountName) holds no refresh token",
                                         fix: "run `cloud-backup reauth`")
         }
         return token
     }
+}
+
+/// Whether the identity provider answers at all: what tells "cannot be reached" from a refused login.
+enum IdentityProvider {
+    static let fix = "check the network path to the identity provider (OIDC_ISSUER_URL) and whether it is up; your login is kept, and backups work again once it answers"
+
+    /// nil when the provider's discovery document answers below HTTP 500; otherwise what went wrong,
+    /// naming the provider. The same GET oidc-agent makes first, without a token.
+    static func problem(issuer: URL, timeout: Double = 5) -> String? {
+        var text = issuer.absoluteString
+        while text.hasSuffix("/") { text.removeLast() }
+        guard let discovery = URL(string: text + "/.well-known/openid-configuration") else { return nil }
+        do {
+            let answer = try HTTPClient.exchange(url: discovery, body: nil, timeout: timeout, answerLimit: 0)
+            guard answer.status >= 500 else { return nil }
+            return "the identity provider \(issuer.absoluteString) cannot be used: it answers HTTP \(answer.status)"
+        } catch {
+            return "the identity provider \(issuer.absoluteString) cannot be reached (\(error))"
+        }
+    }
+}
+
+/// oidc-agent's tools print "Error: …" first and advice after it (for invalid_grant, the oidc-gen
+/// command to run, which would mislead here: the fix is `cloud-backup reauth`).
+func oidcMessage(_ standardError: String) -> String? {
+    standardError.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.first { $0.hasPrefix("Error:") }
+        ?? lastLine(standardError)
 }
 
 func lastLine(_ text: String) -> String? {

@@ -26,22 +26,37 @@ public enum StsExchange {
     }
 
     /// Reads the XML answer: the credentials, or STS's error code and message.
-    public static func parse(status: Int, body: String) throws -> TemporaryCredentials {
+    public static func parse(status: Int, body: String, settings: InfnSettings) throws -> TemporaryCredentials {
         func element(_ name: String) -> String? {
             guard let start = body.range(of: "<\(name)>"), let end = body.range(of: "</\(name)>", range: start.upperBound..<body.endIndex) else { return nil }
             return String(body[start.upperBound..<end.lowerBound]).trimmingCharacters(in: .whitespacesAndNewlines)
         }
         guard status == 200, let key = element("AccessKeyId"), let secret = element("SecretAccessKey"),
               let token = element("SessionToken"), let expirationText = element("Expiration") else {
-            let code = element("Code") ?? "HTTP \(status)"
-            let message = element("Message").map { ": \($0)" } ?? ""
-            throw CloudBackupError.infn("the storage's STS refused the login token (\(code)\(message))",
-                                        fix: "check STS_ROLE_NAME and OIDC_AUDIENCE; if your login expired, run `cloud-backup reauth`")
+            throw refusal(code: element("Code") ?? "HTTP \(status)", message: element("Message") ?? "", settings: settings)
         }
         guard let expiration = parseResticTime(expirationText) else {
             throw CloudBackupError.infn("STS answered an expiration that is not a date (\(expirationText))", fix: "report this to the storage's operators")
         }
         return TemporaryCredentials(accessKeyID: key, secretAccessKey: secret, sessionToken: xmlUnescaped(token), expiration: expiration)
+    }
+
+    /// STS's refusal in words. RGW 16.2 answers every refused login with a bare 403 AccessDenied (its
+    /// reason only in the gateway's own log), so the message lists every setting that can cause it,
+    /// each with the value used.
+    static func refusal(code: String, message: String, settings: InfnSettings) -> CloudBackupError {
+        let what = "the storage's STS refused the login token (\(code)\(message.isEmpty ? "" : ": \(message)"))"
+        guard code == "AccessDenied" || code == "HTTP 403" else {
+            return .infn(what, fix: "check STS_ROLE_NAME=\(settings.roleName) and OIDC_AUDIENCE=\(settings.audience); if your login expired, run `cloud-backup reauth`")
+        }
+        return .infn("""
+            \(what) at \(settings.s3Endpoint.absoluteString). The storage gives this one answer for every refused login; the causes are: \
+            the role STS_ROLE_NAME=\(settings.roleName) does not exist there or does not trust this identity provider (INFN Cloud: IAMaccess), \
+            the token's audience OIDC_AUDIENCE=\(settings.audience) is not the one the role expects (INFN Cloud: object), \
+            the identity provider OIDC_ISSUER_URL=\(settings.issuer.absoluteString) is not the one the storage trusts, \
+            or the login was revoked or expired
+            """,
+                     fix: "check STS_ROLE_NAME, OIDC_AUDIENCE and OIDC_ISSUER_URL against your storage's settings (unset, they are INFN Cloud's); if they are right, run `cloud-backup reauth`")
     }
 
     static func xmlUnescaped(_ text: String) -> String {
@@ -60,7 +75,7 @@ public enum StsExchange {
             throw CloudBackupError.infn("cannot reach the storage's STS at \(settings.s3Endpoint.absoluteString) (\(error))",
                                         fix: "check the network path to the storage (S3_ENDPOINT_URL)")
         }
-        return try parse(status: answer.status, body: answer.body)
+        return try parse(status: answer.status, body: answer.body, settings: settings)
     }
 
     /// What an AWS `credential_process` prints. The expiration is moved `marginSeconds` earlier, so
@@ -101,5 +116,21 @@ public enum RefreshTokenLifetime: Equatable, Sendable {
         guard let exp = payload["exp"] else { return .never }
         guard let seconds = (exp as? NSNumber)?.doubleValue else { return .unreadable("the refresh token's exp is not a number") }
         return .expires(Date(timeIntervalSince1970: seconds))
+    }
+
+    /// Days left, to the nearest day: a fresh 30-day login read a second later has 29.99 days left,
+    /// and "29" would read as a day lost. `config`, `reauth`, `check-refresh-token` and `status`
+    /// all say the same number, and REFRESH_TOKEN_MIN_DAYS is compared with it.
+    public static func daysLeft(until expiry: Date, now: Date = Date()) -> Int {
+        max(0, Int((expiry.timeIntervalSince(now) / 86_400).rounded()))
+    }
+
+    /// "30 days", "1 day", "less than a day" (what rounds to 0 while not yet expired).
+    public static func describe(daysLeft days: Int) -> String {
+        switch days {
+        case ...0: return "less than a day"
+        case 1: return "1 day"
+        default: return "\(days) days"
+        }
     }
 }

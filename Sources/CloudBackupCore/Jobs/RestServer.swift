@@ -67,24 +67,18 @@ public struct RestServer {
             log.error(problem.description)
             return problem.exitCode
         }
-        var record = ServerRecord(pid: getpid(), pidNamespace: Namespaces.pid, networkNamespace: Namespaces.network, hostname: context.hostName,
+        let record = ServerRecord(pid: getpid(), pidNamespace: Namespaces.pid, networkNamespace: Namespaces.network, hostname: context.hostName,
                                   port: configuration.restPort, destination: configuration.destination.rclonePath,
                                   appendOnly: configuration.appendOnly, rclonePID: nil, state: .starting, lastError: nil, updated: 0)
+        let published = PublishedServerRecord(record, stateDirectory: configuration.stateDirectory, log: log)
         do {
-            try record.write(stateDirectory: configuration.stateDirectory)
+            try published.write()
         } catch {
             let failure = CloudBackupError.from(error)
             log.error("\(failure.description) Jobs find the server through this file, so the server does not start without it.")
             return failure.exitCode
         }
-        func publish(_ update: (inout ServerRecord) -> Void) {
-            update(&record)
-            do {
-                try record.write(stateDirectory: configuration.stateDirectory)
-            } catch {
-                log.warning("could not update \(ServerRecord.recordPath(stateDirectory: configuration.stateDirectory)): \(CloudBackupError.from(error).description) Jobs may go to the destination directly meanwhile.")
-            }
-        }
+        func publish(_ update: (inout ServerRecord) -> Void) { published.update(update) }
         let authenticated = configuration.restCredentials != nil
         let address = RcloneCommand.listenAddress(port: configuration.restPort, authenticated: authenticated)
         if authenticated {
@@ -103,6 +97,7 @@ public struct RestServer {
             standardInput: .null,
             standardOutput: .stream(tailLimit: 16 * 1024),
             standardError: .stream(tailLimit: 16 * 1024))
+        let rcloneLog = RcloneLogWatcher(published: published)
 
         let current = CurrentChild()
         let stopping = OnceFlag()
@@ -120,8 +115,10 @@ public struct RestServer {
         var lastReason = ""
         while !context.signals.stopRequested {
             let child: any RunningProcess
+            var watched = spec
+            watched.standardError = .observe(rcloneLog.observer)
             do {
-                child = try context.runner.launch(spec)
+                child = try context.runner.launch(watched)
             } catch {
                 let failure = CloudBackupError.from(error)
                 log.error(failure.description)
@@ -149,9 +146,10 @@ public struct RestServer {
             current.set(nil)
             if context.signals.stopRequested { break }
 
-            lastReason = DestinationInspector.rcloneReason(result.standardError) ?? "\(result.status)"
+            let rcloneMessages = rcloneLog.text
+            lastReason = DestinationInspector.rcloneReason(rcloneMessages) ?? "\(result.status)"
             if readiness == .timedOut {
-                lastReason = "rclone did not start serving within \(configuration.serverStartTimeoutSeconds) s" + (DestinationInspector.rcloneReason(result.standardError).map { " (its last message: \($0))" } ?? "")
+                lastReason = "rclone did not start serving within \(configuration.serverStartTimeoutSeconds) s" + (DestinationInspector.rcloneReason(rcloneMessages).map { " (its last message: \($0))" } ?? "")
             }
             publish { $0.state = .starting; $0.rclonePID = nil; $0.lastError = lastReason }
             quickFailures = served ? 0 : quickFailures + 1

@@ -21,14 +21,17 @@ public struct ResticJob {
         }
     }
 
-    /// How restic's standard output reaches the user.
+    /// How restic's output reaches the user.
     enum Presentation {
-        /// Streamed as restic prints it (forget, check, or a backup where the user asked for `--json`).
-        case raw
-        /// Our stdout is a terminal: restic draws its own live progress there.
+        /// Our stdout is a terminal: restic is the terminal's foreground job (its own progress bar,
+        /// per-file errors and summary), its stderr also kept for the outcome. Ctrl-C reaches it
+        /// directly; SIGTERM reaches it through us as SIGINT.
         case terminal
-        /// Logs: restic runs with `--json`, turned into periodic progress lines and a readable summary.
+        /// Logs, backup: restic runs with `--json`, turned into periodic progress lines and a readable summary.
         case progressLines
+        /// Logs, forget/check (or the user's own `--json`): restic's lines as sentences, without
+        /// terminal control sequences; a `--json` of the user's passes through untouched.
+        case logs
     }
 
     /// Bytes of each output stream kept in memory for the ping body and the outcome.
@@ -61,11 +64,14 @@ public struct ResticJob {
         let started = Date()
         let report = execute()
         let seconds = Date().timeIntervalSince(started)
+        // report.summary is the whole sentence ("backup finished: …", "forget failed: …"): said once.
         let summary = "\(report.summary) (\(formatDuration(seconds)))"
         if report.exitCode == 0 {
-            log.info("\(kind.rawValue) finished: \(summary)")
+            log.info(summary)
+        } else if report.exitCode == 3 {
+            log.warning("\(report.summary) (exit code 3, \(formatDuration(seconds)))")
         } else {
-            log.error("\(kind.rawValue) failed with exit code \(report.exitCode): \(summary)")
+            log.error("\(report.summary) (exit code \(report.exitCode), \(formatDuration(seconds)))")
         }
         // Metrics first: a slow Healthchecks at `docker stop` must not cost them.
         if let directory = configuration.metricsDirectory {
@@ -90,8 +96,9 @@ public struct ResticJob {
     }
 
     var presentation: Presentation {
-        guard kind == .backup, !userArguments.contains("--json") else { return .raw }
-        return context.stdoutIsTerminal ? .terminal : .progressLines
+        let ownJSON = userArguments.contains("--json")
+        if context.stdoutIsTerminal && !ownJSON { return .terminal }
+        return kind == .backup && !ownJSON ? .progressLines : .logs
     }
 
     private func execute() -> Report {
@@ -153,13 +160,18 @@ public struct ResticJob {
 
             switch outcome {
             case .success, .incompleteSnapshot:
-                var summary = successSummary(result.standardOutput)
-                if kind == .backup, let problem = confirmSnapshot(route: route, statistics: statistics, output: result.standardOutput, started: started) {
-                    log.error(problem)
-                    return failure(ExitCode.failure, "backup failed: \(problem)", output: output)
+                var confirmed: String?
+                if kind == .backup {
+                    switch confirmSnapshot(route: route, statistics: statistics, output: result.standardOutput, started: started) {
+                    case .failure(let problem):
+                        return failure(ExitCode.failure, "backup failed: \(problem.message)", output: output)
+                    case .success(let id):
+                        confirmed = id
+                    }
                 }
+                var summary = successSummary(result.standardOutput, confirmedSnapshot: confirmed)
                 if outcome == .incompleteSnapshot {
-                    summary += "; WARNING: some files could not be read (restic exit code 3), see the output"
+                    summary += "; WARNING: " + Self.unreadableFilesSentence(result.standardError)
                 }
                 return Report(exitCode: code, summary: summary, output: output, notes: notes, statistics: statistics)
 
@@ -173,10 +185,13 @@ public struct ResticJob {
                 return failure(code, "\(kind.rawValue) failed: \(CloudBackupError.wrongPassword(destination: configuration.destination.rclonePath).description)", output: output)
 
             case .unreachable(let reason):
-                return failure(code, "\(kind.rawValue) failed: the repository could not be reached (\(reason)). Check the destination and the network; nothing was changed.", output: output)
+                let aftermath = kind == .backup
+                    ? "If the backup had started, what it uploaded stays unreferenced in the repository (`forget --prune` removes it) and its lock may remain (the next job removes it once it has proven that this restic has ended)."
+                    : "A lock of this run may remain (the next job removes it once it has proven that this restic has ended)."
+                return failure(code, "\(kind.rawValue) failed: the repository could not be reached (\(reason))\(serverCause(route: route, since: started)). \(aftermath) Check the destination and the network.", output: output)
 
             case .failed(let reason):
-                return failure(code, "\(kind.rawValue) failed: \(reason)", output: output)
+                return failure(code, "\(kind.rawValue) failed: \(reason)\(serverCause(route: route, since: started))", output: output)
 
             case .locked(let holder):
                 if context.signals.stopRequested {
@@ -209,7 +224,7 @@ public struct ResticJob {
 
             case .repositoryMissing:
                 if initialized || kind != .backup {
-                    return failure(code, "\(kind.rawValue) failed: there is no restic repository at \(configuration.destination.rclonePath) (run a backup first: it creates one)", output: output)
+                    return failure(code, "\(kind.rawValue) failed: \(missingRepositoryReason(route: route, since: started))", output: output)
                 }
                 let creation = RepositoryCreation(configuration: configuration, context: context, route: route, runner: resticRunner)
                 switch creation.createIfSafe() {
@@ -226,11 +241,13 @@ public struct ResticJob {
         }
     }
 
+    struct Unconfirmed: Error { var message: String }
+
     /// Restic's "snapshot … saved" is not proof enough: with its destination removed during the
     /// backup, restic 0.14 still says it and exits 0. The snapshot is read back on the same route
-    /// (`restic cat snapshot ID`, one small object). nil when it is there.
-    private func confirmSnapshot(route: RepositoryRoute, statistics: BackupStatistics?, output: String, started: Date) -> String? {
-        if userArguments.contains("--dry-run") || userArguments.contains("-n") { return nil }
+    /// (`restic cat snapshot ID`, one small object). Success: the snapshot's short id (nil for a dry run).
+    private func confirmSnapshot(route: RepositoryRoute, statistics: BackupStatistics?, output: String, started: Date) -> Result<String?, Unconfirmed> {
+        if userArguments.contains("--dry-run") || userArguments.contains("-n") { return .success(nil) }
         let invoker = ResticInvoker(configuration: configuration, runner: resticRunner, route: route)
         let id = statistics.map(\.snapshotID).flatMap { $0.isEmpty ? nil : $0 } ?? BackupSummary.parse(output).snapshotID
         guard let id else {
@@ -239,17 +256,54 @@ public struct ResticJob {
             guard let listed = try? invoker.run(["snapshots", "--json", "--no-lock", "--latest", "1", "--host", host], timeout: 300),
                   listed.status.isSuccess,
                   let list = try? JSONSerialization.jsonObject(with: Data(listed.standardOutput.utf8)) as? [[String: Any]] else {
-                return "restic reported success, but the repository's snapshots could not be listed afterwards to confirm it: the backup is not proven safe. Check the destination (`cloud-backup status`)"
+                return .failure(Unconfirmed(message: "restic reported success, but the repository's snapshots could not be listed afterwards to confirm it: the backup is not proven safe. Check the destination (`cloud-backup status`)"))
             }
-            let recent = list.contains { ($0["time"] as? String).flatMap(parseResticTime).map { $0 >= started.addingTimeInterval(-2) } ?? false }
-            return recent ? nil : "restic reported success, but no snapshot of host \(host) from this run is in the repository: the backup is not safe. Was the destination removed, unmounted or emptied during the backup? Check it (`cloud-backup status`)"
+            let recent = list.first { ($0["time"] as? String).flatMap(parseResticTime).map { $0 >= started.addingTimeInterval(-2) } ?? false }
+            guard let recent else {
+                return .failure(Unconfirmed(message: "restic reported success, but no snapshot of host \(host) from this run is in the repository: the backup is not safe. Was the destination removed, unmounted or emptied during the backup? Check it (`cloud-backup status`)"))
+            }
+            return .success(recent["short_id"] as? String)
         }
         guard let shown = try? invoker.run(["cat", "snapshot", id, "--no-lock"], timeout: 300) else {
-            return "restic reported snapshot \(id.prefix(8)) saved, but reading it back did not finish within 300 s: the backup is not proven safe. Check the destination (`cloud-backup status`)"
+            return .failure(Unconfirmed(message: "restic reported snapshot \(id.prefix(8)) saved, but reading it back did not finish within 300 s: the backup is not proven safe. Check the destination (`cloud-backup status`)"))
         }
-        if shown.status.isSuccess { return nil }
+        if shown.status.isSuccess { return .success(String(id.prefix(8))) }
         let outcome = ResticOutcome.classify(status: shown.status, output: shown.standardError)
-        return "restic reported snapshot \(id.prefix(8)) saved, but it cannot be read back from the repository (\(outcome.reason)): the backup is not safe. Was the destination removed, unmounted or emptied during the backup? Check it (`cloud-backup status`) before the next run"
+        return .failure(Unconfirmed(message: "restic reported snapshot \(id.prefix(8)) saved, but it cannot be read back from the repository (\(outcome.reason)): the backup is not safe. Was the destination removed, unmounted or emptied during the backup? Check it (`cloud-backup status`) before the next run"))
+    }
+
+    /// Exit 3, as a sentence: which files, and what to do.
+    static func unreadableFilesSentence(_ errors: String) -> String {
+        let (files, more) = ResticMessages.unreadableFiles(in: errors)
+        let which = files.isEmpty ? "some files could not be read" : "\(files.count + more) file\(files.count + more == 1 ? "" : "s") could not be read: \(files.joined(separator: "; "))\(more > 0 ? "; and \(more) more" : "")"
+        return "\(which) (restic exit code 3: the snapshot was saved without them). Give this user read access to them (run the backup as a user who can read them), or leave them out with --exclude"
+    }
+
+    /// What the REST server logged against the destination while this job ran: restic only saw
+    /// "404" or "500" after its retries, the real cause (an expired login, a full disk, an
+    /// unreachable endpoint) is in the server's record.
+    private func serverCause(route: RepositoryRoute, since started: Date) -> String {
+        guard case .restServer = route,
+              let record = ServerRecord.read(stateDirectory: configuration.stateDirectory).record,
+              let error = record.backendError, let time = record.backendErrorTime,
+              time >= started.timeIntervalSince1970 - 60 else { return "" }
+        return "; the REST server reports: \(error)"
+    }
+
+    /// restic said "no repository" to forget or check: through `rclone serve restic` that is also
+    /// what failing credentials look like, so the destination is listed before saying "run a backup".
+    private func missingRepositoryReason(route: RepositoryRoute, since started: Date) -> String {
+        let destination = configuration.destination.rclonePath
+        switch DestinationInspector.inspect(configuration.destination, runner: context.runner, environment: configuration.childEnvironment, timeout: 120) {
+        case .unreadable(let reason):
+            return "restic found no repository, and the destination cannot be listed either: \(reason)\(serverCause(route: route, since: started)). Fix access to \(destination) (credentials, network); the repository was not touched"
+        case let contents where contents.resticArtefacts["config"] != nil:
+            return "a repository is at \(destination) (its config is there) but restic could not open it through \(route)\(serverCause(route: route, since: started)). Check the REST server's log and the destination's credentials"
+        case let contents where !contents.resticArtefacts.isEmpty:
+            return "there is no usable repository at \(destination): restic files are there (\(contents.artefactList)) but its config or keys are missing. Restore them from a copy if you have one"
+        default:
+            return "there is no restic repository at \(destination) (run a backup first: it creates one)"
+        }
     }
 
     /// The value of a `--host`/`-H` the user gave restic.
@@ -262,30 +316,52 @@ public struct ResticJob {
         return nil
     }
 
-    private func successSummary(_ standardOutput: String) -> String {
+    /// The whole first line of the ping and last line of the log, for a success.
+    private func successSummary(_ standardOutput: String, confirmedSnapshot: String?) -> String {
         switch kind {
         case .backup:
             let summary = BackupSummary.parse(standardOutput)
-            return summary.isEmpty ? "backup finished" : summary.oneLine
+            if !summary.isEmpty { return "backup finished: \(summary.oneLine)" }
+            return confirmedSnapshot.map { "backup finished: snapshot \($0) saved" } ?? "backup finished"
         case .check:
             return "check finished: no errors were found"
         case .forget:
-            let removed = standardOutput.split(separator: "\n").filter { $0.hasPrefix("remove ") }.count
-            let kept = standardOutput.split(separator: "\n").filter { $0.hasPrefix("keep ") }.count
-            return kept + removed > 0 ? "forget finished: \(removed) snapshot group(s) with removals, \(kept) group(s) kept" : "forget finished"
+            guard let counts = Self.forgetCounts(standardOutput) else { return "forget finished" }
+            return "forget finished: \(counts.removed) snapshot\(counts.removed == 1 ? "" : "s") removed, \(counts.kept) kept"
         }
+    }
+
+    /// Snapshots kept and removed, summed over restic's groups ("keep 3 snapshots:", "remove 1 snapshots:").
+    static func forgetCounts(_ output: String) -> (removed: Int, kept: Int)? {
+        var removed = 0, kept = 0, seen = false
+        for line in output.split(separator: "\n") {
+            let words = line.split(separator: " ")
+            guard words.count >= 3, words[2].hasPrefix("snapshot"), let count = Int(words[1]) else { continue }
+            if words[0] == "keep" { kept += count; seen = true }
+            if words[0] == "remove" { removed += count; seen = true }
+        }
+        return seen ? (removed, kept) : nil
     }
 
     /// One run of the job's own restic command, shown as `presentation` says.
     private func runMain(_ arguments: [String], route: RepositoryRoute) throws -> (ProcessResult, BackupStatistics?) {
-        let tail = OutputMode.stream(tailLimit: Self.outputTailBytes)
         switch presentation {
-        case .raw:
-            let result = try runRestic(arguments, route: route, output: tail)
-            let statistics = result.standardOutput.split(separator: "\n").lazy.compactMap(BackupStatistics.parse(jsonLine:)).last
-            return (result, statistics)
         case .terminal:
-            return (try runRestic(arguments, route: route, output: .inherit, errors: tail), nil)
+            let result = try runRestic(arguments, route: route, output: .inherit, errors: .stream(tailLimit: Self.outputTailBytes), group: .foreground)
+            return (result, nil)
+        case .logs:
+            let errors = ReadableLog(write: { writeStandardError($0) })
+            if userArguments.contains("--json") {
+                var result = try runRestic(arguments, route: route, output: .stream(tailLimit: Self.outputTailBytes), errors: .observe(errors.observer))
+                result.standardError = errors.text
+                let statistics = result.standardOutput.split(separator: "\n").lazy.compactMap(BackupStatistics.parse(jsonLine:)).last
+                return (result, statistics)
+            }
+            let lines = ReadableLog(write: { writeStandardOutput($0) })
+            var result = try runRestic(arguments, route: route, output: .observe(lines.observer), errors: .observe(errors.observer))
+            result.standardOutput = lines.text
+            result.standardError = errors.text
+            return (result, nil)
         case .progressLines:
             let reporter = BackupProgressReporter(interval: Double(configuration.progressIntervalSeconds))
             var withJSON = arguments
@@ -303,14 +379,17 @@ public struct ResticJob {
         RegisteringRunner(base: context.runner, registry: registry, hostName: context.hostName, log: log)
     }
 
-    private func runRestic(_ arguments: [String], route: RepositoryRoute, output: OutputMode, errors: OutputMode? = nil) throws -> ProcessResult {
+    private func runRestic(_ arguments: [String], route: RepositoryRoute, output: OutputMode, errors: OutputMode,
+                           group: ProcessGroupMode = .new) throws -> ProcessResult {
         let spec = ProcessSpec(
             executable: "restic",
             arguments: arguments,
-            environment: ResticCommand.environment(base: configuration.childEnvironment, route: route),
-            standardInput: .null,
+            environment: ResticCommand.environment(base: configuration.childEnvironment, route: route, password: configuration.resticPassword),
+            // `backup --stdin` reads what is piped to us; anything else never waits for a keyboard.
+            standardInput: userArguments.contains("--stdin") ? .inherit : .null,
             standardOutput: output,
-            standardError: errors ?? output)
+            standardError: errors,
+            processGroup: group)
         return try runInterruptibly(spec, runner: resticRunner, signals: context.signals,
                                     graceSeconds: configuration.stopGraceSeconds, log: log)
     }

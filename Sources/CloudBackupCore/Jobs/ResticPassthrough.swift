@@ -31,7 +31,7 @@ public struct ResticPassthrough {
         let spec = ProcessSpec(
             executable: "restic",
             arguments: arguments,
-            environment: ResticCommand.environment(base: configuration.childEnvironment, route: route),
+            environment: ResticCommand.environment(base: configuration.childEnvironment, route: route, password: configuration.resticPassword),
             standardInput: .inherit,
             standardOutput: .inherit,
             standardError: .inherit,

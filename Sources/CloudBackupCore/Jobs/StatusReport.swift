@@ -140,7 +140,7 @@ public struct StatusReport {
     }
 
     private func resticSpec(_ arguments: [String], _ configuration: Configuration, route: RepositoryRoute) -> ProcessSpec {
-        ProcessSpec(executable: "restic", arguments: arguments, environment: ResticCommand.environment(base: configuration.childEnvironment, route: route),
+        ProcessSpec(executable: "restic", arguments: arguments, environment: ResticCommand.environment(base: configuration.childEnvironment, route: route, password: configuration.resticPassword),
                     standardOutput: .collect(limit: 16 << 20), standardError: .tail(limit: 16 * 1024))
     }
 

@@ -83,7 +83,8 @@ enum ExecutableLookup {
 final class SpawnedProcess: RunningProcess, Sendable {
     let pid: pid_t
     private let ownsGroup: Bool
-    private let tookTerminal: Bool
+    /// The terminal descriptor whose foreground group the child was given (restored at its end).
+    private let tookTerminal: Int32?
     private let readers: [OutputReader]
     private let stdoutReader: OutputReader?
     private let stderrReader: OutputReader?
@@ -115,8 +116,9 @@ final class SpawnedProcess: RunningProcess, Sendable {
         sigdelset(&defaults, SIGSTOP)
         posix_spawnattr_setsigdefault(&attributes, &defaults)
         var flags = Int32(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF)
-        let wantsTerminal = spec.processGroup == .foreground && spec.standardInput == .inherit && isatty(STDIN_FILENO) == 1
-            && tcgetpgrp(STDIN_FILENO) == getpgrp()
+        // The child gets the terminal when it shares one of our streams with it and we hold the
+        // terminal's foreground: restic draws progress only when its process group is in the foreground.
+        let wantsTerminal: Int32? = spec.processGroup == .foreground ? foregroundTerminal(of: spec) : nil
         if spec.processGroup != .inherit {
             flags |= Int32(POSIX_SPAWN_SETPGROUP)
             posix_spawnattr_setpgroup(&attributes, 0)
@@ -177,10 +179,10 @@ final class SpawnedProcess: RunningProcess, Sendable {
         }
         pid = childPID
         ownsGroup = spec.processGroup != .inherit
-        if wantsTerminal {
+        if let terminal = wantsTerminal {
             // The child may already have tried to read and been stopped (SIGTTIN): hand it the
             // terminal, then let it continue.
-            withBlockedTerminalSignals { _ = tcsetpgrp(STDIN_FILENO, childPID) }
+            withBlockedTerminalSignals { _ = tcsetpgrp(terminal, childPID) }
             kill(-childPID, SIGCONT)
         }
         tookTerminal = wantsTerminal
@@ -218,8 +220,8 @@ final class SpawnedProcess: RunningProcess, Sendable {
             } while reaped == -1 && errno == EINTR
             termination = reaped == pid ? Self.decode(rawStatus) : .unknown(errno: errno)
         }
-        if tookTerminal {
-            withBlockedTerminalSignals { _ = tcsetpgrp(STDIN_FILENO, getpgrp()) }
+        if let terminal = tookTerminal {
+            withBlockedTerminalSignals { _ = tcsetpgrp(terminal, getpgrp()) }
         }
         state.withLock { $0.status = termination }
         exited.signal()
@@ -361,6 +363,17 @@ func writeFully(_ fd: Int32, _ pointer: UnsafeRawPointer, _ count: Int) {
         }
         offset += written
     }
+}
+
+/// The terminal (one of our standard streams the child inherits) whose foreground process group is
+/// ours, so that we may hand it to the child; nil when there is none (logs, pipes, background jobs).
+func foregroundTerminal(of spec: ProcessSpec) -> Int32? {
+    let inherited: [(Int32, Bool)] = [(STDIN_FILENO, spec.standardInput == .inherit),
+                                      (STDOUT_FILENO, spec.standardOutput == .inherit),
+                                      (STDERR_FILENO, spec.standardError == .inherit)]
+    return inherited.first { descriptor, inherits in
+        inherits && isatty(descriptor) == 1 && tcgetpgrp(descriptor) == getpgrp()
+    }?.0
 }
 
 func withBlockedTerminalSignals(_ body: () -> Void) {

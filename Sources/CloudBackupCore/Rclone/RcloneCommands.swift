@@ -10,7 +10,7 @@ public enum RcloneCommand {
 
     /// rclone reads any flag from RCLONE_<FLAG>: `--user`/`--pass` as RCLONE_USER/RCLONE_PASS.
     public static func serveEnvironment(base: [String: String], credentials: RestCredentials?) -> [String: String] {
-        var environment = base
+        var environment = withoutRepositoryPassword(base)
         environment.removeValue(forKey: "RCLONE_USER")
         environment.removeValue(forKey: "RCLONE_PASS")
         environment.removeValue(forKey: "RCLONE_HTPASSWD")
@@ -19,6 +19,12 @@ public enum RcloneCommand {
             environment["RCLONE_PASS"] = credentials.password
         }
         return environment
+    }
+
+    /// The repository password is restic's alone; the children's base has none already, and a
+    /// raw environment handed here by mistake loses it too.
+    public static func withoutRepositoryPassword(_ base: [String: String]) -> [String: String] {
+        base.filter { !ConfigurationLoader.repositoryPasswordVariables.contains($0.key) }
     }
 
     /// Without credentials the server must not be reachable from other machines.

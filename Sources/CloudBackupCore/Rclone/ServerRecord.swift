@@ -32,6 +32,11 @@ public struct ServerRecord: Codable, Sendable, Equatable {
     public var state: State
     /// Why the last rclone stopped or did not become ready.
     public var lastError: String?
+    /// The last error rclone logged while serving (a failing backend: expired credentials, a full
+    /// disk, an unreachable endpoint), and when: a job that failed through the server reports it,
+    /// since restic itself only sees "404" or "500".
+    public var backendError: String?
+    public var backendErrorTime: Double?
     public var updated: Double
 
     public static func lockPath(stateDirectory: String) -> String { "\(stateDirectory)/server.lock" }
@@ -57,6 +62,84 @@ public struct ServerRecord: Codable, Sendable, Equatable {
 
     public var whereabouts: String {
         pidNamespace == Namespaces.pid ? "PID \(pid)" : "PID \(pid) in another container (PID namespace)"
+    }
+}
+
+/// start-server's record as it changes: from its own loop (rclone started, ready, stopped) and from
+/// the thread reading rclone's log (backend errors). Every change is written at once, except backend
+/// errors, written at most once a second (a failing backend can log hundreds of lines).
+final class PublishedServerRecord: Sendable {
+    private struct State {
+        var record: ServerRecord
+        var lastBackendWrite: Double = 0
+        var pendingBackendWrite = false
+    }
+    private let state: Locked<State>
+    private let stateDirectory: String
+    private let log: Logger
+
+    init(_ record: ServerRecord, stateDirectory: String, log: Logger) {
+        state = Locked(State(record: record))
+        self.stateDirectory = stateDirectory
+        self.log = log
+    }
+
+    func write() throws {
+        try state.withLock { try $0.record.write(stateDirectory: stateDirectory) }
+    }
+
+    func update(_ change: (inout ServerRecord) -> Void) {
+        state.withLock { state in
+            change(&state.record)
+            do {
+                try state.record.write(stateDirectory: stateDirectory)
+            } catch {
+                log.warning("could not update \(ServerRecord.recordPath(stateDirectory: stateDirectory)): \(CloudBackupError.from(error).description) Jobs may go to the destination directly meanwhile.")
+            }
+        }
+    }
+
+    func backendError(_ message: String, now: Double = Date().timeIntervalSince1970) {
+        state.withLock { state in
+            state.record.backendError = message
+            state.record.backendErrorTime = now
+            guard now - state.lastBackendWrite >= 1 else { return }
+            state.lastBackendWrite = now
+            try? state.record.write(stateDirectory: stateDirectory)
+        }
+    }
+}
+
+/// Reads rclone serve restic's log: passes every line on to ours, keeps the end of it (for the reason
+/// of a failed start), and hands backend errors to the record.
+final class RcloneLogWatcher: Sendable {
+    private let kept = Locked(BoundedBuffer(limit: 16 * 1024, keep: .tail))
+    private let published: PublishedServerRecord
+
+    init(published: PublishedServerRecord) {
+        self.published = published
+    }
+
+    var observer: LineObserver {
+        LineObserver { [weak self] line in
+            guard let self else { return }
+            let text = String(line)
+            self.kept.withLock { $0.append(text + "\n") }
+            writeStandardError(text + "\n")
+            if let error = Self.backendError(in: text) { self.published.backendError(error) }
+        }
+    }
+
+    var text: String { kept.withLock { $0.text } }
+
+    /// "2026/12/03 15:00:00 ERROR : config: …" (rclone), or our credential process's own error line
+    /// (its stderr is rclone's): the sentence, without the timestamp.
+    static func backendError(in line: String) -> String? {
+        if let range = line.range(of: "cloud-backup: error: aws-credential-process: ") {
+            return "the INFN credential process failed: " + line[range.upperBound...]
+        }
+        guard line.contains(" ERROR : ") || line.contains(" CRITICAL: ") else { return nil }
+        return DestinationInspector.rcloneReason(line)
     }
 }
 

@@ -12,7 +12,7 @@ struct ResticInvoker {
 
     func spec(_ arguments: [String]) -> ProcessSpec {
         ProcessSpec(executable: "restic", arguments: arguments,
-                    environment: ResticCommand.environment(base: configuration.childEnvironment, route: route),
+                    environment: ResticCommand.environment(base: configuration.childEnvironment, route: route, password: configuration.resticPassword),
                     standardInput: .null, standardOutput: .collect(limit: 1 << 20), standardError: .tail(limit: 64 * 1024))
     }
 

@@ -125,7 +125,7 @@ public final class BackupProgressReporter: Sendable {
         }
         guard line.hasPrefix("{"), let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
               let type = object["message_type"] as? String else {
-            if !line.isEmpty { show(String(line)) }
+            if let text = ResticMessages.readable(line) { show(text) }
             return
         }
         switch type {
@@ -148,14 +148,8 @@ public final class BackupProgressReporter: Sendable {
     }
 
     func handleError(_ line: Substring) {
-        var text = String(line)
-        if line.hasPrefix("{"), let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-           object["message_type"] as? String == "error" {
-            let error = (object["error"] as? [String: Any])?["message"] as? String ?? "\(object["error"] ?? "")"
-            let during = object["during"] as? String ?? ""
-            let item = object["item"] as? String ?? ""
-            text = "error: \(during.isEmpty ? "" : "\(during) ")\(item): \(error)"
-        }
+        // Sentences, not restic's JSON (`{"message_type":"error",…}`) or terminal control sequences.
+        guard let text = ResticMessages.readable(line) else { return }
         state.withLock { $0.errors.append(text + "\n") }
         writeError(text + "\n")
     }

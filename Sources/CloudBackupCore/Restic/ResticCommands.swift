@@ -14,7 +14,7 @@ public enum RepositoryRoute: Sendable, Equatable, CustomStringConvertible {
         case .restServer(let port, let credentials):
             var userInfo = ""
             if let credentials {
-                userInfo = "\(percentEncoded(credentials.username)):\(percentEncoded(credentials.password))@"
+                userInfo = "\(PercentEncoding.userInfo(credentials.username)):\(PercentEncoding.userInfo(credentials.password))@"
             }
             return "rest:http://\(userInfo)127.0.0.1:\(port)/"
         case .direct(let destination):
@@ -30,19 +30,23 @@ public enum RepositoryRoute: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
-private func percentEncoded(_ text: String) -> String {
-    var allowed = CharacterSet.alphanumerics
-    allowed.insert(charactersIn: "-._~")
-    return text.addingPercentEncoding(withAllowedCharacters: allowed) ?? text
-}
-
 /// restic command lines, built by pure functions.
 public enum ResticCommand {
-    public static func environment(base: [String: String], route: RepositoryRoute) -> [String: String] {
+    /// restic's environment: the children's base plus the repository and exactly the configured
+    /// password source. Only restic gets the password (rclone, oidc-agent and the credential process
+    /// start from the same base without it); restic keeps RESTIC_* variables from the rclone it starts.
+    public static func environment(base: [String: String], route: RepositoryRoute, password: ResticPasswordSource? = nil) -> [String: String] {
         var environment = base
         environment["RESTIC_REPOSITORY"] = route.repositoryURL
         // A repository file given by the user would silently win over RESTIC_REPOSITORY.
         environment.removeValue(forKey: "RESTIC_REPOSITORY_FILE")
+        for name in ConfigurationLoader.repositoryPasswordVariables { environment.removeValue(forKey: name) }
+        switch password {
+        case .value(let value)?: environment["RESTIC_PASSWORD"] = value
+        case .file(let path)?: environment["RESTIC_PASSWORD_FILE"] = path
+        case .command(let command)?: environment["RESTIC_PASSWORD_COMMAND"] = command
+        case nil: break
+        }
         return environment
     }
 
