@@ -194,16 +194,16 @@ final class ConfigurationTests: XCTestCase {
     func testARemoteThatIsAURLIsRefusedWithoutShowingItsPassword() {
         let found = problems(["RESTIC_PASSWORD": "pw", "BACKUP_REMOTE": "https://backup:url-secret-91@dav.example.org/repo"])
         XCTAssertEqual(found.count, 1, "\(found)")
-        XCTAssertTrue(found[0].hasPrefix("BACKUP_REMOTE=https://backup:***@dav.example.org/repo: a URL is not an rclone path"), "\(found)")
-        XCTAssertTrue(problems(["RESTIC_PASSWORD": "pw", "BACKUP_REMOTE": "s3://bucket/path"])[0].contains("a URL is not an rclone path"))
+        XCTAssertTrue((found.first ?? "").hasPrefix("BACKUP_REMOTE=https://backup:***@dav.example.org/repo: a URL is not an rclone path"), "\(found)")
+        XCTAssertTrue((problems(["RESTIC_PASSWORD": "pw", "BACKUP_REMOTE": "s3://bucket/path"]).first ?? "").contains("a URL is not an rclone path"))
     }
 
     func testWhitespaceAroundTheRemoteIsRefused() {
         for remote in [" r:b", "r:b ", "/srv/backups\t", " :s3,secret_access_key=ws-secret-77:bucket"] {
             let found = problems(["RESTIC_PASSWORD": "pw", "BACKUP_REMOTE": remote, "RCLONE_CONFIG_R_TYPE": "local"])
             XCTAssertEqual(found.count, 1, "\(remote): \(found)")
-            XCTAssertTrue(found[0].contains("has leading or trailing whitespace"), "\(found)")
-            XCTAssertFalse(found[0].contains("ws-secret-77"), "\(found)")
+            XCTAssertTrue((found.first ?? "").contains("has leading or trailing whitespace"), "\(found)")
+            XCTAssertFalse((found.first ?? "").contains("ws-secret-77"), "\(found)")
         }
     }
 
@@ -219,7 +219,7 @@ final class ConfigurationTests: XCTestCase {
         XCTAssertNoThrow(try load(["RESTIC_PASSWORD": "pw", "BACKUP_REMOTE": "Gamma:x", "RCLONE_CONFIG_GAMMA_TYPE": "sftp"]))
         XCTAssertNoThrow(try load(["RESTIC_PASSWORD": "pw", "BACKUP_REMOTE": ":local:/srv/x"]))
         XCTAssertNoThrow(try load(["RESTIC_PASSWORD": "pw", "AAI_USER": "alice", "BACKUP_BUCKET": "vm1", "OIDC_PASSWORD": "agent-pw"]))
-        XCTAssertTrue(problems(["RESTIC_PASSWORD": "pw", "BACKUP_REMOTE": "Alpha:x"], files: files)[0].contains("no rclone remote named Alpha"))
+        XCTAssertTrue((problems(["RESTIC_PASSWORD": "pw", "BACKUP_REMOTE": "Alpha:x"], files: files).first ?? "").contains("no rclone remote named Alpha"))
         // XDG_CONFIG_HOME moves the file; no file at all is said as such.
         XCTAssertNoThrow(try load(["RESTIC_PASSWORD": "pw", "BACKUP_REMOTE": "alpha:x", "XDG_CONFIG_HOME": "/xdg"], files: ["/xdg/rclone/rclone.conf": config]))
         let none = problems(["RESTIC_PASSWORD": "pw", "BACKUP_REMOTE": "alpha:x"])
@@ -246,7 +246,7 @@ final class ConfigurationTests: XCTestCase {
         }
         XCTAssertEqual(problems(["RESTIC_PASSWORD": "pw", "RESTIC_REST_PORT": "99999"]), ["RESTIC_REST_PORT=99999: expected a TCP port number from 1 to 65535 (default 8080)."])
         XCTAssertEqual(try load(["RESTIC_PASSWORD": "pw", "RESTIC_REST_PORT": "08080"]).restPort, 8080)
-        XCTAssertTrue(problems(["RESTIC_PASSWORD": "pw", "AAI_USER": "a", "BACKUP_BUCKET": "b", "OIDC_PASSWORD": "x", "STS_DURATION_SECONDS": "+900"])[0]
+        XCTAssertTrue((problems(["RESTIC_PASSWORD": "pw", "AAI_USER": "a", "BACKUP_BUCKET": "b", "OIDC_PASSWORD": "x", "STS_DURATION_SECONDS": "+900"]).first ?? "")
             .hasPrefix("STS_DURATION_SECONDS=+900: expected"))
     }
 

@@ -35,7 +35,7 @@ final class BackupProgressReporterTests: XCTestCase {
             snapshot 01234567 saved
 
             """)
-        XCTAssertEqual(errors.text, "error: archival /data/x: open /data/x: permission denied\nFatal: plain\n")
+        XCTAssertEqual(errors.text, "error: permission denied: /data/x (open, during archival)\nFatal: plain\n")
         XCTAssertEqual(reporter.summary?.filesNew, 2)
         XCTAssertEqual(reporter.summary?.dataAdded, 2048)
         XCTAssertEqual(BackupSummary.parse(reporter.shownOutput).oneLine,

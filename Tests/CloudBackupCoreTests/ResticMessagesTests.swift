@@ -9,7 +9,9 @@ final class ResticMessagesTests: XCTestCase {
         let exit = #"{"message_type":"exit_error","code":12,"message":"Fatal: wrong password or no key found"}"#
         XCTAssertEqual(ResticMessages.readable(Substring(exit)), "Fatal: wrong password or no key found")
         let message = #"{"message_type":"error","error":{"message":"read /srv/x: input/output error"},"during":"archival","item":"/srv/x"}"#
-        XCTAssertEqual(ResticMessages.readable(Substring(message)), "error: read /srv/x: input/output error: /srv/x (during archival)")
+        XCTAssertEqual(ResticMessages.readable(Substring(message)), "error: input/output error: /srv/x (read, during archival)")
+        let other = #"{"message_type":"error","error":{"message":"file /srv/y changed during backup"},"during":"archival","item":"/srv/y"}"#
+        XCTAssertEqual(ResticMessages.readable(Substring(other)), "error: file /srv/y changed during backup (during archival)")
     }
 
     func testTerminalControlsAreRemoved() {

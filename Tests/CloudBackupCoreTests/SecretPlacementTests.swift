@@ -116,8 +116,8 @@ final class SecretPlacementTests: XCTestCase {
                 XCTFail("\(text) should be refused")
             } catch CloudBackupError.configuration(let problems) {
                 XCTAssertEqual(problems.count, 1, "\(problems)")
-                XCTAssertTrue(problems[0].hasPrefix("BACKUP_REMOTE: not a valid rclone on-the-fly remote ("), problems[0])
-                XCTAssertFalse(problems[0].contains("secret-55"), problems[0])
+                XCTAssertTrue((problems.first ?? "").hasPrefix("BACKUP_REMOTE: not a valid rclone on-the-fly remote ("), (problems.first ?? ""))
+                XCTAssertFalse((problems.first ?? "").contains("secret-55"), (problems.first ?? ""))
             } catch {
                 XCTFail("\(error)")
             }

@@ -189,7 +189,7 @@ final class BackupJobTests: SandboxTestCase {
         let down = try sandbox.run(["backup", sandbox.data], ["BACKUP_CHECK_URL": "http://127.0.0.1:\(closedPort)/ping/abc", "PING_TIMEOUT_SECONDS": "2"])
         let downSeconds = Date().timeIntervalSince(started)
         XCTAssertEqual(down.status, .exited(0), down.standardError)
-        XCTAssertTrue(down.standardError.contains("warning: could not ping Healthchecks at http://127.0.0.1/…"), down.standardError)
+        XCTAssertTrue(down.standardError.contains("warning: could not ping Healthchecks at http://127.0.0.1:\(closedPort)/…"), down.standardError)
         XCTAssertLessThan(downSeconds, 2 * 35 + 30, "each ping's delay is bounded")
 
         let slow = try PingRecorder(in: sandbox, arguments: ["--delay", "4"])

@@ -129,9 +129,10 @@ final class ConfigurationErrorTests: SandboxTestCase {
         }
 
         // Whitespace around the remote stops start-server too.
-        let spaced = try sandbox.run(["start-server"], ["BACKUP_REMOTE": "store:repo "])
-        XCTAssertEqual(spaced.status, .exited(78))
-        XCTAssertTrue(spaced.standardError.contains("BACKUP_REMOTE=\"store:repo \" has leading or trailing whitespace"), spaced.standardError)
+        // (Launched: a start-server that wrongly accepts the value would serve until stopped.)
+        let (server, log) = try sandbox.launch(["start-server"], ["BACKUP_REMOTE": "store:repo "], log: "spaced")
+        XCTAssertEqual(waitForExit(server, seconds: 10)?.status, .exited(78))
+        XCTAssertTrue(sandbox.readLog(log).contains("BACKUP_REMOTE=\"store:repo \" has leading or trailing whitespace"), sandbox.readLog(log))
         XCTAssertEqual(RecordedCall.read(calls).map(\.arguments), [], "neither restic nor rclone ran")
     }
 }

@@ -215,6 +215,8 @@ final class InfnChainTests: XCTestCase {
         let backup = try sandbox.run(["backup", sandbox.data])
         XCTAssertEqual(backup.status, .exited(0), backup.standardError + sandbox.readLog(serverLog))
         XCTAssertTrue(backup.standardError.contains("backup using the REST server"), backup.standardError)
+        // With the server's record and lock there too (the harness made the state directory itself).
+        assertPrivate(sandbox.root + "/state", includingRoot: false)
         let snapshots = try sandbox.run(["restic", "snapshots", "--json"])
         XCTAssertEqual(snapshots.status, .exited(0), snapshots.standardError)
         XCTAssertEqual((try JSONSerialization.jsonObject(with: Data(snapshots.standardOutput.utf8)) as? [Any])?.count, 1)
@@ -341,10 +343,10 @@ final class InfnChainTests: XCTestCase {
         XCTAssertEqual(check.status, .exited(0), check.standardError)
     }
 
-    /// Every file and directory below `root` (itself included): directories 0700, regular files 0600,
-    /// sockets reachable by their owner only.
-    func assertPrivate(_ root: String, file: StaticString = #filePath, line: UInt = #line) {
-        var paths = [root]
+    /// Every file and directory below `root` (and `root` itself, unless `includingRoot` is false):
+    /// directories 0700, regular files 0600, sockets reachable by their owner only.
+    func assertPrivate(_ root: String, includingRoot: Bool = true, file: StaticString = #filePath, line: UInt = #line) {
+        var paths = includingRoot ? [root] : []
         if let enumerator = FileManager.default.enumerator(atPath: root) {
             paths += enumerator.compactMap { $0 as? String }.map { "\(root)/\($0)" }
         }

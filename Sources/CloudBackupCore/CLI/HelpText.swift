@@ -40,7 +40,9 @@ public enum HelpText {
       help [SUBCOMMAND]   Show this help, or a subcommand's.
 
     Destination (first one set wins):
-      BACKUP_REMOTE              An rclone path (remote:bucket/path) or an absolute local directory.
+      BACKUP_REMOTE              An rclone path (remote:bucket/path, a remote rclone's configuration defines;
+                                 or on-the-fly :s3,key=value,…:bucket, its keys kept off command lines)
+                                 or an absolute local directory.
       AAI_USER + BACKUP_BUCKET   INFN Cloud storage: infncloud:/<AAI_USER>/<BACKUP_BUCKET>.
       (neither)                  A local directory: $CLOUD_BACKUP_STATE_DIR/repository.
       RCLONE_CONFIG              rclone's configuration file (rclone's own variable).
@@ -58,10 +60,11 @@ public enum HelpText {
       CREDENTIAL_MARGIN_SECONDS  Keys are renewed this long before they expire (default 300).
 
     Repository and REST server:
-      RESTIC_PASSWORD            The repository password (or RESTIC_PASSWORD_FILE / RESTIC_PASSWORD_COMMAND).
+      RESTIC_PASSWORD            The repository password (or RESTIC_PASSWORD_FILE / RESTIC_PASSWORD_COMMAND);
+                                 only restic gets it.
       RESTIC_REST_USERNAME       With RESTIC_REST_PASSWORD: the server requires these and listens on all
       RESTIC_REST_PASSWORD       interfaces. Without them it listens on 127.0.0.1 only.
-      RESTIC_REST_PORT           The server's port (default 8080).
+      RESTIC_REST_PORT           The server's port (default 8080; numbers are plain digits).
       RESTIC_REST_APPEND_ONLY    true: clients cannot delete or overwrite data (default false).
       RESTIC_HOST                The host name recorded in snapshots (default: this machine's hostname).
 

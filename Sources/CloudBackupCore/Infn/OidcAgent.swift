@@ -72,12 +72,14 @@ public struct OidcAgent {
     /// Finds the agent on the socket or starts one there. Returns the PID of an agent it started.
     @discardableResult
     public func ensureRunning() throws -> pid_t? {
+        // Before the socket is trusted with an account: an agent in a directory others can write to
+        // may be anybody's.
+        let directory = (paths.agentSocket as NSString).deletingLastPathComponent
+        try OidcAgent.prepareSocketDirectory(directory, shared: directory == InfnSettings.sharedSocketDirectory)
         if loadedAccounts() != nil {
             tightenSocket()
             return nil
         }
-        let directory = (paths.agentSocket as NSString).deletingLastPathComponent
-        try OidcAgent.prepareSocketDirectory(directory, shared: directory == InfnSettings.sharedSocketDirectory)
         // A socket left by an agent that is gone (a container restart) would make oidc-agent refuse it.
         unlink(paths.agentSocket)
         // oidc-agent daemonises: its output ends when the daemon has detached, so this returns.

@@ -119,8 +119,9 @@ public enum RefreshTokenLifetime: Equatable, Sendable {
     }
 
     /// Days left, to the nearest day: a fresh 30-day login read a second later has 29.99 days left,
-    /// and "29" would read as a day lost. `config`, `reauth`, `check-refresh-token` and `status`
-    /// all say the same number, and REFRESH_TOKEN_MIN_DAYS is compared with it.
+    /// and "29" would read as a day lost. The one number to show wherever the days left are shown,
+    /// and the one REFRESH_TOKEN_MIN_DAYS is compared with (a message never says "7 days left, fewer
+    /// than 7").
     public static func daysLeft(until expiry: Date, now: Date = Date()) -> Int {
         max(0, Int((expiry.timeIntervalSince(now) / 86_400).rounded()))
     }

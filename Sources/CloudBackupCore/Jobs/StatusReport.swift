@@ -97,10 +97,12 @@ public struct StatusReport {
         do {
             switch RefreshTokenLifetime.of(try agent.refreshToken()) {
             case .expires(let date):
-                let days = date.timeIntervalSinceNow / 86_400
-                checks.append(days >= Double(settings.refreshTokenMinimumDays)
-                    ? .pass("login", "refresh token valid for \(Int(days)) more days")
-                    : .fail("login", days <= 0 ? "the refresh token has expired" : "the refresh token expires in \(Int(days)) days",
+                // Rounded to the nearest day, as check-refresh-token and config say it.
+                let days = RefreshTokenLifetime.daysLeft(until: date)
+                let left = RefreshTokenLifetime.describe(daysLeft: days)
+                checks.append(date > Date() && days >= settings.refreshTokenMinimumDays
+                    ? .pass("login", "refresh token valid for \(left) more")
+                    : .fail("login", date <= Date() ? "the refresh token has expired" : "the refresh token expires in \(left)",
                             fix: "run `docker compose run --rm cloud-backup reauth`"))
             case .never:
                 checks.append(.pass("login", "the refresh token does not expire"))

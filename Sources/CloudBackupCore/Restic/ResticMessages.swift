@@ -35,18 +35,39 @@ public enum ResticMessages {
         var path = item
         if let error = object["error"] as? [String: Any] {
             if let message = error["message"] as? String, !message.isEmpty {
-                reason = message
+                // 0.17+: "open /data/x: permission denied" → "permission denied: /data/x (open, during archival)"
+                if let parsed = operationError(message) {
+                    reason = parsed.reason
+                    operation = parsed.operation
+                    if path.isEmpty { path = parsed.path }
+                } else if !item.isEmpty && message.contains(item) {
+                    return message + (during.isEmpty ? "" : " (during \(during))")
+                } else {
+                    reason = message
+                }
             } else if let code = (error["Err"] as? NSNumber)?.int32Value {
                 reason = String(cString: strerror(code))
                 reason = reason.prefix(1).lowercased() + reason.dropFirst()
             }
-            operation = error["Op"] as? String ?? ""
+            if operation.isEmpty { operation = error["Op"] as? String ?? "" }
             if path.isEmpty { path = error["Path"] as? String ?? "" }
         } else if let message = object["error"] as? String {
             reason = message
         }
         let context = [operation, during.isEmpty ? "" : "during \(during)"].filter { !$0.isEmpty }.joined(separator: ", ")
         return path.isEmpty ? reason : "\(reason): \(path)\(context.isEmpty ? "" : " (\(context))")"
+    }
+
+    /// "open /srv/x: permission denied" → (open, /srv/x, permission denied), for the system calls restic names.
+    static func operationError(_ text: Substring) -> (operation: String, path: String, reason: String)? {
+        let words = text.split(separator: " ", maxSplits: 1)
+        guard words.count == 2, fileOperations.contains(String(words[0])),
+              let colon = words[1].range(of: ": ", options: .backwards) else { return nil }
+        return (String(words[0]), String(words[1][..<colon.lowerBound]), String(words[1][colon.upperBound...]))
+    }
+
+    static func operationError(_ text: String) -> (operation: String, path: String, reason: String)? {
+        operationError(Substring(text))
     }
 
     /// Removes ANSI/VT100 control sequences (`ESC[2K`, `ESC[1A`, …) and carriage returns.
@@ -84,11 +105,10 @@ public enum ResticMessages {
                 found.append(describeError(object))
             } else if text.hasPrefix("error: ") {
                 let body = text.dropFirst("error: ".count)
-                let words = body.split(separator: " ", maxSplits: 1)
                 // restic's text: "error: open /srv/x: permission denied" → "permission denied: /srv/x (open)";
                 // anything else (our own sentences, "permission denied: /srv/x (open, …)") as it is.
-                if words.count == 2, fileOperations.contains(String(words[0])), let colon = words[1].range(of: ": ", options: .backwards) {
-                    found.append("\(words[1][colon.upperBound...]): \(words[1][..<colon.lowerBound]) (\(words[0]))")
+                if let parsed = operationError(body) {
+                    found.append("\(parsed.reason): \(parsed.path) (\(parsed.operation))")
                 } else {
                     found.append(String(body))
                 }
