@@ -91,11 +91,13 @@ final class SecretPlacementTests: XCTestCase {
         XCTAssertNil(child["BACKUP_REMOTE"], "the connection string with its keys does not reach the children")
         XCTAssertEqual("\(configuration.destination)",
                        #":s3,provider=Ceph,env_auth=true,endpoint="https://rgw.example.org:8443",access_key_id=***,secret_access_key=***,session_token=***:bucket/host-1 (rclone on-the-fly remote)"#)
-        // Every value is a secret for redaction (booleans hide nothing).
-        for value in ["Ceph", "https://rgw.example.org:8443", "AKIA0123", "sk/with,comma:and\"quote", "tok-9f8e"] {
+        // The credentials are secrets for redaction; the provider and the endpoint stay readable in messages.
+        for value in ["AKIA0123", "sk/with,comma:and\"quote", "tok-9f8e"] {
             XCTAssertTrue(configuration.secrets.contains(value), value)
         }
-        XCTAssertFalse(configuration.secrets.contains("true"))
+        for value in ["Ceph", "https://rgw.example.org:8443", "true"] {
+            XCTAssertFalse(configuration.secrets.contains(value), value)
+        }
         for argument in RcloneCommand.serveRestic(path: configuration.destination.rclonePath, listenAddress: "127.0.0.1:1", appendOnly: false) {
             XCTAssertFalse(argument.contains("sk/with") || argument.contains("AKIA") || argument.contains("tok-9f8e"), argument)
         }
@@ -136,6 +138,19 @@ final class SecretPlacementTests: XCTestCase {
         XCTAssertEqual(Redactor.redact("raw my-secret/pw~ü", secrets: ["my-secret/pw~ü"]), "raw ***")
     }
 
+    func testShortSecretsAreRedactedAsWordsOnlyLongOnesEverywhere() {
+        XCTAssertEqual(Redactor.redact("cloud-backup: serving for backup (user backup)", secrets: ["backup"]),
+                       "cloud-backup: serving for *** (user ***)")
+        XCTAssertEqual(Redactor.redact("rest:http://backup:x@127.0.0.1/", secrets: ["backup"]), "rest:http://***:x@127.0.0.1/")
+        XCTAssertEqual(Redactor.redact("key=AKIALONGSECRETVALUE1 andAKIALONGSECRETVALUE1glued", secrets: ["AKIALONGSECRETVALUE1"]),
+                       "key=*** and***glued")
+    }
+
+    func testOnlyCredentialParametersOfAnOnTheFlyRemoteAreSecrets() throws {
+        let remote = try OnTheFlyRemote.parse(":s3,provider=Ceph,region=eu,access_key_id=AKIA1234,secret_access_key=abcd1234efgh,sas_url=\"https://x?sig=zz\":bucket")
+        XCTAssertEqual(Set(remote.secretValues), ["AKIA1234", "abcd1234efgh", "https://x?sig=zz"])
+    }
+
     func testTheRestUsernameAndFileSecretsAreSecrets() throws {
         let configuration = try load(["RESTIC_PASSWORD": "pw", "RESTIC_REST_USERNAME_FILE": "/run/secrets/user", "RESTIC_REST_PASSWORD": "rest-pw-2"],
                                      files: ["/run/secrets/user": "backup-client\n"])
@@ -144,10 +159,11 @@ final class SecretPlacementTests: XCTestCase {
                                                         "RCLONE_CONFIG_MYS3_SECRET_ACCESS_KEY": "env-remote-key", "RCLONE_CONFIG_MYS3_TYPE": "s3",
                                                         "FORGET_CHECK_URL_FILE": "/run/secrets/url"],
                                                   readFile: { path in path == "/run/secrets/url" ? "https://hc-ping.com/from-a-file\n" : "" })
-        for value in ["rest-user", "h.example", "otf-pw-3", "env-remote-key", "https://hc-ping.com/from-a-file"] {
+        for value in ["rest-user", "otf-pw-3", "env-remote-key", "https://hc-ping.com/from-a-file"] {
             XCTAssertTrue(raw.contains(value), "\(value) missing from \(raw)")
         }
         XCTAssertFalse(raw.contains("s3"))
+        XCTAssertFalse(raw.contains("h.example"), "a host name is not a credential")
         XCTAssertEqual(CommandLineInterface.secretValues(in: ["RESTIC_REST_USERNAME": "rest-user"]), ["rest-user"])
     }
 }

@@ -88,9 +88,15 @@ final class StatusTests: SandboxTestCase {
         XCTAssertTrue(old.text.contains("days ago (older than SNAPSHOT_MAX_AGE_HOURS=48)"), old.text)
 
         let started = Date()
-        let remote = try status(["BACKUP_REMOTE": "nosuchremote:bucket"])
-        assertLine(remote.text, "✗ destination: nosuchremote:bucket: ", fix: "check the remote's credentials and network")
-        XCTAssertTrue(remote.text.contains("didn't find section in config file"), remote.text)
+        // A remote that is defined but cannot be reached (nothing listens on port 9); its password
+        // (obscured, as rclone wants it) stays out of the report.
+        let remote = try status(["BACKUP_REMOTE": ":ftp,host=127.0.0.1,port=9,user=x,pass=wRUJSEVLuoSR2EcZUFYcLhS06R1IBUE5:bucket"])
+        XCTAssertFalse(remote.text.contains("wRUJSEVLuoSR2EcZUFYcLhS06R1IBUE5"), remote.text)
+        assertLine(remote.text, "✗ destination: ", fix: "check the remote's credentials and network")
+        XCTAssertTrue(remote.text.contains("connection refused"), remote.text)
+        let undefined = try status(["BACKUP_REMOTE": "nosuchremote:bucket"])
+        assertLine(undefined.text, "✗ environment: ", fix: "set the variables as described")
+        XCTAssertTrue(undefined.text.contains("didn't find section in config file"), undefined.text)
         XCTAssertLessThan(Date().timeIntervalSince(started), 60, "bounded even when parts fail")
     }
 }

@@ -86,6 +86,21 @@ final class TerminalAndLogTests: SandboxTestCase {
         }
     }
 
+    func testRcloneDoesNotComplainAboutAConfigFileNobodyNeeds() throws {
+        // No rclone.conf anywhere: the local default destination needs none.
+        sandbox.environment.removeValue(forKey: "RCLONE_CONFIG")
+        try FileManager.default.removeItem(atPath: "\(sandbox.root)/home/rclone.conf")
+        try sandbox.writeData(files: 2)
+        let (_, log) = try sandbox.startServer()
+        let backup = try sandbox.run(["backup", sandbox.data])
+        XCTAssertEqual(backup.status, .exited(0), backup.standardError)
+        let remote = try sandbox.run(["backup", sandbox.data], ["BACKUP_REMOTE": ":local:\(sandbox.root)/other"])
+        XCTAssertEqual(remote.status, .exited(0), remote.standardError)
+        for text in [sandbox.readLog(log), backup.standardError, remote.standardError] {
+            XCTAssertFalse(text.contains("not found - using defaults"), text)
+        }
+    }
+
     func testLogsSaySentencesOnceAndCountSnapshots() throws {
         try sandbox.writeData(files: 3)
         let pings = try PingRecorder(in: sandbox)

@@ -22,6 +22,13 @@ extension ConfigurationLoader {
             child.removeValue(forKey: name)
             child.removeValue(forKey: "\(name)_FILE")
         }
+        // No rclone.conf at all (the local default, an on-the-fly remote): an empty RCLONE_CONFIG makes
+        // rclone use an in-memory configuration instead of logging "Config file … not found - using
+        // defaults" at every start of every rclone.
+        if (environment["RCLONE_CONFIG"] ?? "").isEmpty {
+            let fallback = RcloneNames.configFile(environment: environment.filter { $0.key != "RCLONE_CONFIG" })
+            if !FileManager.default.fileExists(atPath: fallback) { child["RCLONE_CONFIG"] = "" }
+        }
         if let remote {
             // A variable of the user's for the same name would mix into the definition.
             let prefix = OnTheFlyRemote.environmentPrefix(remote.remoteName)

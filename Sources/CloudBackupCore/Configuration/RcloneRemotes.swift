@@ -129,11 +129,11 @@ public struct OnTheFlyRemote: Sendable, Equatable {
 
     static func environmentPrefix(_ name: String) -> String { "RCLONE_CONFIG_\(name.uppercased())_" }
 
-    /// Every value is treated as a secret for redaction: no list of rclone's options says which are
-    /// (`sas_url`, `service_account_credentials` hold keys under innocent names). Only `true`/`false`,
-    /// which can hide nothing, are left readable.
+    /// The values of parameters whose names say they hold a credential (`looksSecret`), for redaction.
+    /// Not every value: redacting `host=127.0.0.1` or `port=9` everywhere would blank the tool's own
+    /// messages ("nothing answers on ***:8080") and help nobody.
     public var secretValues: [String] {
-        parameters.map(\.value).filter { !["true", "false"].contains($0.lowercased()) }
+        parameters.filter { RcloneNames.looksSecret($0.key) }.map(\.value).filter { !["true", "false"].contains($0.lowercased()) }
     }
 
     /// `:backend,key=value,…` with every value that looks secret shown as `***`.
@@ -158,7 +158,10 @@ enum RcloneNames {
     /// `pass`, `key_file_pass`, webdav `bearer_token`, drive `client_secret`, …).
     static func looksSecret(_ key: String) -> Bool {
         let lowered = key.lowercased()
-        return ["key", "secret", "pass", "token", "session", "credential"].contains { lowered.contains($0) }
+        // `sas_url` (Azure) and `*_url` in general can carry a signed token; `bearer`, `cookie` likewise.
+        // (Not "auth": `env_auth` is a switch.)
+        return ["key", "secret", "pass", "token", "session", "credential", "sas", "bearer", "cookie"].contains { lowered.contains($0) }
+            || (lowered.hasSuffix("url") && lowered != "endpoint")
     }
 
     /// The configuration file rclone uses: RCLONE_CONFIG; else `$XDG_CONFIG_HOME/rclone/rclone.conf`
