@@ -85,7 +85,7 @@ final class ResticJobTests: XCTestCase {
                                          "restic backup /data",
                                          "restic cat snapshot abcd1234 --no-lock"])  // the snapshot is really there
         XCTAssertEqual(runner.specs[3].environment["RESTIC_REPOSITORY"], "rclone:r:b")
-        XCTAssertTrue(log.contains("created restic repository 0123456789 at r:b"), log)
+        XCTAssertTrue(log.contains("repository 0123456789 created at r:b"), log)
     }
 
     func testAnInitThatFindsASecondKeyStopsBeforeBackingUp() throws {

@@ -59,7 +59,7 @@ final class RepositorySafetyTests: SandboxTestCase {
             let results = [finish(first), finish(second)]
             try assertOneGoodRepository(repository, results: results)
             let logs = results.map(\.log).joined(separator: "\n")
-            XCTAssertEqual(logs.components(separatedBy: "created restic repository").count - 1, 1, "one init: \(logs)")
+            XCTAssertEqual(logs.components(separatedBy: " created at \(repository); keep RESTIC_PASSWORD safe").count - 1, 1, "one init: \(logs)")
         }
     }
 

@@ -23,7 +23,13 @@ final class TerminalAndLogTests: SandboxTestCase {
 
     func testABackupByHandShowsResticsOwnProgressErrorsAndSummary() throws {
         try sandbox.writeData(files: 30)
-        XCTAssertEqual(try sandbox.run(["backup", sandbox.data]).status, .exited(0))
+        // The first one creates the repository: restic's "Is there a repository…?" is not shown,
+        // the job's own words are.
+        let first = try runInTerminal(["backup", sandbox.data])
+        XCTAssertEqual(first.code, 0, first.text)
+        XCTAssertFalse(first.text.contains("Is there a repository at the following location?"), first.text)
+        XCTAssertFalse(first.text.contains("unable to open config file"), first.text)
+        XCTAssertTrue(first.text.contains("no repository at \(sandbox.repository) yet: creating it with `restic init`"), first.text)
         try "changed\n".write(toFile: sandbox.data + "/file-0.txt", atomically: true, encoding: .utf8)
         let (code, text) = try runInTerminal(["backup", sandbox.data])
         XCTAssertEqual(code, 0, text)

@@ -24,6 +24,13 @@ public enum Destination: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// The location for messages: `rclonePath`, except that an on-the-fly remote is shown as the
+    /// user wrote it (its secret values as `***`), not under the name the tool gives it for rclone.
+    public var displayPath: String {
+        if case .onTheFlyRemote(let remote) = self { return remote.maskedConnectionString }
+        return rclonePath
+    }
+
     /// The repository as restic opens it without our REST server.
     public var directResticRepository: String {
         switch self {

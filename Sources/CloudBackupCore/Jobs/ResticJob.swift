@@ -182,7 +182,7 @@ public struct ResticJob {
                 return failure(code, "\(kind.rawValue) interrupted: stopped on request, restic released its lock", output: output)
 
             case .wrongPassword:
-                return failure(code, "\(kind.rawValue) failed: \(CloudBackupError.wrongPassword(destination: configuration.destination.rclonePath).description)", output: output)
+                return failure(code, "\(kind.rawValue) failed: \(CloudBackupError.wrongPassword(destination: configuration.destination.displayPath).description)", output: output)
 
             case .unreachable(let reason):
                 let aftermath = kind == .backup
@@ -232,7 +232,7 @@ public struct ResticJob {
                     log.error(error.description)
                     return failure(error.exitCode, "\(kind.rawValue) failed: \(error.description)", output: output)
                 case .success(.created(let id)):
-                    note("repository \(id) created at \(configuration.destination.rclonePath); keep RESTIC_PASSWORD safe: without it these backups cannot be restored")
+                    note("repository \(id) created at \(configuration.destination.displayPath); keep RESTIC_PASSWORD safe: without it these backups cannot be restored")
                 case .success(.foundExisting):
                     note("the repository was created by another job meanwhile: backing up into it")
                 }
@@ -293,7 +293,7 @@ public struct ResticJob {
     /// restic said "no repository" to forget or check: through `rclone serve restic` that is also
     /// what failing credentials look like, so the destination is listed before saying "run a backup".
     private func missingRepositoryReason(route: RepositoryRoute, since started: Date) -> String {
-        let destination = configuration.destination.rclonePath
+        let destination = configuration.destination.displayPath
         switch DestinationInspector.inspect(configuration.destination, runner: context.runner, environment: configuration.childEnvironment, timeout: 120) {
         case .unreadable(let reason):
             return "restic found no repository, and the destination cannot be listed either: \(reason)\(serverCause(route: route, since: started)). Fix access to \(destination) (credentials, network); the repository was not touched"
@@ -347,20 +347,22 @@ public struct ResticJob {
     private func runMain(_ arguments: [String], route: RepositoryRoute) throws -> (ProcessResult, BackupStatistics?) {
         switch presentation {
         case .terminal:
-            let result = try runRestic(arguments, route: route, output: .inherit, errors: .stream(tailLimit: Self.outputTailBytes), group: .foreground)
+            let errors = ReadableLog(readable: false, write: { writeStandardError($0) })
+            var result = try runRestic(arguments, route: route, output: .inherit, errors: .observe(errors.observer), group: .foreground)
+            result.standardError = Self.prefer(errors.text, over: result.standardError)
             return (result, nil)
         case .logs:
             let errors = ReadableLog(write: { writeStandardError($0) })
             if userArguments.contains("--json") {
                 var result = try runRestic(arguments, route: route, output: .stream(tailLimit: Self.outputTailBytes), errors: .observe(errors.observer))
-                result.standardError = errors.text
+                result.standardError = Self.prefer(errors.text, over: result.standardError)
                 let statistics = result.standardOutput.split(separator: "\n").lazy.compactMap(BackupStatistics.parse(jsonLine:)).last
                 return (result, statistics)
             }
             let lines = ReadableLog(write: { writeStandardOutput($0) })
             var result = try runRestic(arguments, route: route, output: .observe(lines.observer), errors: .observe(errors.observer))
-            result.standardOutput = lines.text
-            result.standardError = errors.text
+            result.standardOutput = Self.prefer(lines.text, over: result.standardOutput)
+            result.standardError = Self.prefer(errors.text, over: result.standardError)
             return (result, nil)
         case .progressLines:
             let reporter = BackupProgressReporter(interval: Double(configuration.progressIntervalSeconds))
@@ -371,6 +373,12 @@ public struct ResticJob {
             result.standardError = reporter.errorOutput
             return (result, reporter.summary)
         }
+    }
+
+    /// What an observer kept, unless it saw nothing (a runner that hands back text without calling
+    /// observers, as the unit tests' fake runner does).
+    static func prefer(_ observed: String, over returned: String) -> String {
+        observed.isEmpty ? returned : observed
     }
 
     /// Every restic of the job is registered, so that a lock it leaves can later be proven abandoned.

@@ -54,7 +54,7 @@ struct RepositoryCreation {
     }
 
     private var log: Logger { context.log }
-    private var destination: String { configuration.destination.rclonePath }
+    private var destination: String { configuration.destination.displayPath }
     private var invoker: ResticInvoker { ResticInvoker(configuration: configuration, runner: runner, route: route) }
 
     func createIfSafe() -> Result<Outcome, CloudBackupError> {
@@ -115,7 +115,6 @@ struct RepositoryCreation {
         guard let id = Self.createdID(in: created.standardOutput) else {
             return .failure(.initConflict(destination: destination, detail: "restic init succeeded but did not say which repository it created"))
         }
-        log.info("created restic repository \(id) at \(destination)")
         return verify(createdID: id).map { .created(id: id) }
     }
 
@@ -161,23 +160,23 @@ struct RepositoryCreation {
         let contents = DestinationInspector.inspect(destination, runner: runner, environment: configuration.childEnvironment)
         switch contents {
         case .unreadable(let reason):
-            return .failure(.destinationUnreachable(destination: destination.rclonePath, reason: "\(reason). restic saw no repository there, but the destination could not be listed, so it was not initialised"))
+            return .failure(.destinationUnreachable(destination: destination.displayPath, reason: "\(reason). restic saw no repository there, but the destination could not be listed, so it was not initialised"))
         case .listed where contents.isInterruptedInit:
-            return .failure(.unsafeToInitialize(destination: destination.rclonePath, found: contents.artefactList,
+            return .failure(.unsafeToInitialize(destination: destination.displayPath, found: contents.artefactList,
                                                 advice: "a `restic init` was interrupted after it saved a key and before the config. If no backup ever succeeded there, delete the keys/ directory at the destination and run the backup again"))
         case .listed where contents.resticArtefacts["config"] != nil:
-            return .failure(.unsafeToInitialize(destination: destination.rclonePath, found: contents.artefactList,
+            return .failure(.unsafeToInitialize(destination: destination.displayPath, found: contents.artefactList,
                                                 advice: "a repository is there, but restic could not open it through \(route). Is the REST server serving another destination, or did its credentials fail? Try `cloud-backup restic cat config`"))
         case .listed where !contents.resticArtefacts.isEmpty:
-            return .failure(.unsafeToInitialize(destination: destination.rclonePath, found: contents.artefactList,
+            return .failure(.unsafeToInitialize(destination: destination.displayPath, found: contents.artefactList,
                                                 advice: "a repository is or was here, and its config or keys are missing (deleted by hand or by a bucket lifecycle rule, a copy that stopped half-way, a backup that lost its destination). Restore config and keys/ from a copy if you have one (the data can then be read again); or, to start a new repository, point BACKUP_REMOTE to an empty location, or move these files away yourself"))
         case .listed(let names, let files):
             let unrelated = names.filter { !DestinationContents.resticNames.contains($0) }
             if !files.isEmpty {
-                log.info("\(destination.rclonePath) holds only empty directories of restic (\(files.keys.sorted().joined(separator: ", "))), as an interrupted `restic init` leaves them: nothing can be lost by creating the repository over them")
+                log.info("\(destination.displayPath) holds only empty directories of restic (\(files.keys.sorted().joined(separator: ", "))), as an interrupted `restic init` leaves them: nothing can be lost by creating the repository over them")
             }
             if !unrelated.isEmpty {
-                log.warning("\(destination.rclonePath) is not empty (\(unrelated.count) other entries) but holds no repository; creating the repository beside them")
+                log.warning("\(destination.displayPath) is not empty (\(unrelated.count) other entries) but holds no repository; creating the repository beside them")
             }
             return .success(())
         }

@@ -69,6 +69,7 @@ public final class BackupProgressReporter: Sendable {
     private let now: @Sendable () -> Date
     private let writeOut: @Sendable (String) -> Void
     private let writeError: @Sendable (String) -> Void
+    private let missingRepository = MissingRepositoryLines()
 
     private struct State {
         var lastReport: Date
@@ -151,7 +152,7 @@ public final class BackupProgressReporter: Sendable {
         // Sentences, not restic's JSON (`{"message_type":"error",…}`) or terminal control sequences.
         guard let text = ResticMessages.readable(line) else { return }
         state.withLock { $0.errors.append(text + "\n") }
-        writeError(text + "\n")
+        if missingRepository.shouldShow(text) { writeError(text + "\n") }
     }
 
     static func progressLine(_ status: [String: Any]) -> String {

@@ -118,20 +118,49 @@ public enum ResticMessages {
     }
 }
 
-/// Shows a child's lines in a log made readable (ResticMessages.readable) and keeps the end of them.
+/// restic's words for "no repository here" (0.14: `Fatal: unable to open config file: …`, then
+/// `Is there a repository at the following location?` and the location; 0.17+ with `repository does
+/// not exist`). The job says it better itself ("no repository at … yet: creating it", or "run a backup
+/// first"), so these lines are kept for the outcome but not shown.
+final class MissingRepositoryLines: Sendable {
+    private let hideNext = Locked(false)
+
+    func shouldShow(_ line: String) -> Bool {
+        hideNext.withLock { hideNext in
+            if hideNext {
+                hideNext = false
+                return false
+            }
+            if line.contains("Is there a repository at the following location?") {
+                hideNext = true
+                return false
+            }
+            return !(line.contains("unable to open config file") || line.contains("repository does not exist"))
+        }
+    }
+}
+
+/// Shows a child's lines (made readable for a log, or as they are for a terminal) and keeps the end
+/// of them as restic wrote them, for the outcome.
 final class ReadableLog: Sendable {
     private let kept = Locked(BoundedBuffer(limit: 64 * 1024, keep: .tail))
     private let write: @Sendable (String) -> Void
+    private let readable: Bool
+    private let missing = MissingRepositoryLines()
 
-    init(write: @escaping @Sendable (String) -> Void) {
+    /// `readable`: as sentences without terminal control sequences (logs); otherwise as restic wrote
+    /// them (a terminal, where its control sequences draw the progress line).
+    init(readable: Bool = true, write: @escaping @Sendable (String) -> Void) {
+        self.readable = readable
         self.write = write
     }
 
     var observer: LineObserver {
         LineObserver { [weak self] line in
-            guard let self, let text = ResticMessages.readable(line) else { return }
-            self.kept.withLock { $0.append(text + "\n") }
-            self.write(text + "\n")
+            guard let self else { return }
+            let shown = self.readable ? ResticMessages.readable(line) : String(line)
+            self.kept.withLock { $0.append((shown ?? String(line)) + "\n") }
+            if let shown, self.missing.shouldShow(shown) { self.write(shown + "\n") }
         }
     }
 
