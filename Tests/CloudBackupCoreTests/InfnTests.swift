@@ -1,4 +1,5 @@
 import XCTest
+import TestSupport
 @testable import CloudBackupCore
 
 final class InfnUnitTests: XCTestCase {
@@ -244,7 +245,7 @@ final class InfnLoginDiagnosisTests: XCTestCase {
     /// Failed on the old code, which said "oidc-agent has no account infncloud loaded": oidc-token
     /// 4.2.6 says "the other party disconnected" when the provider cannot be reached.
     func testAnUnreachableIdentityProviderIsNamed() throws {
-        let port = try closedLoopbackPort()
+        let port = try freeLoopbackPort()
         let world = try AccountDirectory()
         defer { world.remove() }
         let runner = FakeProcessRunner { spec, _ in
@@ -270,7 +271,7 @@ final class InfnLoginDiagnosisTests: XCTestCase {
         let world = try AccountDirectory()
         defer { world.remove() }
         var environment = world.environment
-        environment["OIDC_ISSUER_URL"] = "http://127.0.0.1:\(try closedLoopbackPort())/"
+        environment["OIDC_ISSUER_URL"] = "http://127.0.0.1:\(try freeLoopbackPort())/"
         func failure(status: String?, token: String) throws -> String {
             let runner = FakeProcessRunner { spec, _ in
                 switch spec.executable {
@@ -448,20 +449,3 @@ final class InfnFileModeTests: XCTestCase {
     }
 }
 
-/// A loopback port nothing listens on (bound, then closed).
-func closedLoopbackPort() throws -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    inet_pton(AF_INET, "127.0.0.1", &address.sin_addr)
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let bound = withUnsafeMutablePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Int32 in
-            guard bind(fd, pointer, length) == 0 else { return -1 }
-            return getsockname(fd, pointer, &length)
-        }
-    }
-    guard bound == 0 else { throw CloudBackupError.system("bind", errno) }
-    return Int(UInt16(bigEndian: address.sin_port))
-}

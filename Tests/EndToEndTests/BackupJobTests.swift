@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import TestSupport
 @testable import CloudBackupCore
 
 /// `backup`, `forget` and `restic` with the real restic and rclone, checking messages, exit codes,

@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import TestSupport
 @testable import CloudBackupCore
 
 /// A real rclone remote that can fail: WebDAV served by `rclone serve webdav` on loopback, over a

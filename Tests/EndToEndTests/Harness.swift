@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import TestSupport
 @testable import CloudBackupCore
 
 /// One isolated world per test: its own home, state directory, data, restic cache and port, the built
@@ -239,23 +240,6 @@ final class PingRecorder {
     }
 }
 
-func freeLoopbackPort() throws -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_port = 0
-    inet_pton(AF_INET, "127.0.0.1", &address.sin_addr)
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let bound = withUnsafeMutablePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Int32 in
-            guard bind(fd, pointer, length) == 0 else { return -1 }
-            return getsockname(fd, pointer, &length)
-        }
-    }
-    guard bound == 0 else { throw CloudBackupError.system("bind", errno) }
-    return Int(UInt16(bigEndian: address.sin_port))
-}
 
 func waitFor(_ what: String, seconds: Double, file: StaticString = #filePath, line: UInt = #line, _ condition: () throws -> Bool) throws {
     let end = Date().addingTimeInterval(seconds)

@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import TestSupport
 @testable import CloudBackupCore
 
 /// The cases that could destroy a repository or report a failure as a success, each reproduced with

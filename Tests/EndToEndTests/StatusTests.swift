@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import TestSupport
 @testable import CloudBackupCore
 
 /// `status` on a healthy setup, then with each part broken in turn: the ✗ line and its fix.

@@ -123,8 +123,8 @@ public struct ResticJob {
         do {
             try InfnSetup.prepare(configuration, context: context)
         } catch {
+            // Said once, by the job's last line.
             let failure = CloudBackupError.from(error)
-            log.error(failure.description)
             return Report(exitCode: failure.exitCode, summary: "\(kind.rawValue) not run: \(failure.description)", output: "", notes: notes)
         }
         registry.removeLongEnded()
@@ -145,7 +145,6 @@ public struct ResticJob {
                 (result, statistics) = try runMain(arguments, route: route)
             } catch {
                 let error = CloudBackupError.from(error)
-                log.error(error.description)
                 return failure(error.exitCode, "\(kind.rawValue) failed: \(error.description)")
             }
             let output = result.combinedOutput
@@ -208,7 +207,6 @@ public struct ResticJob {
                 let remaining = deadline.timeIntervalSinceNow
                 if remaining <= 0 {
                     let busy = CloudBackupError.repositoryBusy(waitedSeconds: configuration.lockWaitSeconds, holder: waitingFor.joined(separator: "; "))
-                    log.error(busy.description)
                     return failure(busy.exitCode, "\(kind.rawValue) not run: repository busy — \(busy.description)", output: output)
                 }
                 let reason = waitingFor.joined(separator: "; ")
@@ -229,7 +227,6 @@ public struct ResticJob {
                 let creation = RepositoryCreation(configuration: configuration, context: context, route: route, runner: resticRunner)
                 switch creation.createIfSafe() {
                 case .failure(let error):
-                    log.error(error.description)
                     return failure(error.exitCode, "\(kind.rawValue) failed: \(error.description)", output: output)
                 case .success(.created(let id)):
                     note("repository \(id) created at \(configuration.destination.displayPath); keep RESTIC_PASSWORD safe: without it these backups cannot be restored")
