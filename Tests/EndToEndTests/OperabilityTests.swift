@@ -57,6 +57,22 @@ final class OperabilityTests: SandboxTestCase {
         XCTAssertEqual(try metrics("backup").count, samples.count)
     }
 
+    func testMetricsAreWrittenBeforeASlowFinalPing() throws {
+        try sandbox.writeData(files: 3)
+        let slow = try PingRecorder(in: sandbox, arguments: ["--delay", "6"])
+        let metrics = "\(sandbox.root)/metrics"
+        let (job, log) = try sandbox.launch(["backup", sandbox.data], ["BACKUP_CHECK_URL": slow.url(), "PING_TIMEOUT_SECONDS": "2",
+                                                                       "METRICS_DIR": metrics], log: "backup")
+        // restic is done and the job is busy with its final ping (`docker stop` would come now).
+        try waitFor("the backup's summary", seconds: 60) { self.sandbox.readLog(log).contains("backup finished: snapshot") }
+        Thread.sleep(forTimeInterval: 1)
+        XCTAssertFalse(job.hasExited, "the final ping is still under way")
+        job.send(SIGKILL)
+        _ = job.wait()
+        let text = (try? String(contentsOfFile: "\(metrics)/backup.prom", encoding: .utf8)) ?? ""
+        XCTAssertTrue(text.contains("cloud_backup_last_run_success{job=\"backup\"} 1"), "metrics written before the ping:\n\(text)")
+    }
+
     func testTheUsersOwnJSONIsPassedThroughUntouched() throws {
         try sandbox.writeData(files: 3)
         let result = try sandbox.run(["backup", "--json", sandbox.data], ["METRICS_DIR": "\(sandbox.root)/metrics"])
