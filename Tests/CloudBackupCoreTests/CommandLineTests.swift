@@ -2,37 +2,47 @@ import XCTest
 @testable import CloudBackupCore
 
 final class SubcommandTests: XCTestCase {
+    func parse(_ arguments: [String]) throws -> ParsedCommandLine { try ParsedCommandLine.parse(arguments) }
+
     func testParsing() throws {
-        XCTAssertEqual(try Subcommand.parse([]), .help(topic: nil))
-        XCTAssertEqual(try Subcommand.parse(["--help"]), .help(topic: nil))
-        XCTAssertEqual(try Subcommand.parse(["help", "backup"]), .help(topic: "backup"))
-        XCTAssertEqual(try Subcommand.parse(["backup", "--help"]), .help(topic: "backup"))
-        XCTAssertEqual(try Subcommand.parse(["backup", "--tag", "x", "/d"]), .backup(["--tag", "x", "/d"]))
-        XCTAssertEqual(try Subcommand.parse(["forget", "--keep-within", "1m", "--prune"]), .forget(["--keep-within", "1m", "--prune"]))
-        XCTAssertEqual(try Subcommand.parse(["restic", "--help"]), .restic(["--help"]))
-        XCTAssertEqual(try Subcommand.parse(["start-server"]), .startServer)
-        XCTAssertEqual(try Subcommand.parse(["server-status"]), .serverStatus)
-        XCTAssertEqual(try Subcommand.parse(["--version"]), .version)
-        XCTAssertEqual(try Subcommand.parse(["config"]), .config)
-        XCTAssertEqual(try Subcommand.parse(["reauth"]), .reauth)
-        XCTAssertEqual(try Subcommand.parse(["check-refresh-token"]), .checkRefreshToken)
-        XCTAssertEqual(try Subcommand.parse(["aws-credential-process"]), .credentialProcess)
-        XCTAssertEqual(try Subcommand.parse(["config", "--help"]), .help(topic: "config"))
+        XCTAssertEqual(try parse([]), .help(topic: nil))
+        XCTAssertEqual(try parse(["--help"]), .help(topic: nil))
+        XCTAssertEqual(try parse(["help", "backup"]), .help(topic: "backup"))
+        XCTAssertEqual(try parse(["backup", "--help"]), .help(topic: "backup"))
+        XCTAssertEqual(try parse(["backup", "--tag", "x", "/d"]), .run(name: "backup", arguments: ["--tag", "x", "/d"]))
+        XCTAssertEqual(try parse(["forget", "--keep-within", "1m", "--prune"]), .run(name: "forget", arguments: ["--keep-within", "1m", "--prune"]))
+        XCTAssertEqual(try parse(["restic", "--help"]), .run(name: "restic", arguments: ["--help"]), "restic's own help")
+        XCTAssertEqual(try parse(["start-server"]), .run(name: "start-server", arguments: []))
+        XCTAssertEqual(try parse(["status", "--json"]), .run(name: "status", arguments: ["--json"]))
+        XCTAssertEqual(try parse(["--version"]), .version)
+        XCTAssertEqual(try parse(["aws-credential-process"]), .run(name: "aws-credential-process", arguments: []))
+        XCTAssertEqual(try parse(["config", "--help"]), .help(topic: "config"))
     }
 
     func testUsageErrors() {
-        XCTAssertThrowsError(try Subcommand.parse(["bakup"])) { error in
+        XCTAssertThrowsError(try parse(["bakup"])) { error in
             XCTAssertEqual((error as? CloudBackupError)?.exitCode, 64)
             XCTAssertTrue("\(error)".contains("Did you mean `backup`?"), "\(error)")
         }
-        XCTAssertThrowsError(try Subcommand.parse(["start-server", "--port", "1"])) { error in
+        XCTAssertThrowsError(try parse(["start-server", "--port", "1"])) { error in
             XCTAssertTrue("\(error)".contains("start-server takes no arguments"))
+        }
+        XCTAssertThrowsError(try parse(["status", "--verbose"])) { error in
+            XCTAssertTrue("\(error)".contains("status takes only --json"))
+        }
+        XCTAssertThrowsError(try parse(["aws-credential-proces"])) { error in
+            XCTAssertFalse("\(error)".contains("Did you mean"), "hidden commands are not suggested")
         }
     }
 
-    func testEveryTopicHasHelp() {
-        for name in Subcommand.names + ["aws-credential-process"] {
-            XCTAssertNotNil(HelpText.text(for: name), name)
+    func testEveryCommandIsDefinedOnceWithHelpAndEveryVisibleOneIsInTheOverview() {
+        let names = Commands.all.map(\.name)
+        XCTAssertEqual(names.count, Set(names).count)
+        let overview = HelpText.text(for: nil) ?? ""
+        for command in Commands.all {
+            XCTAssertEqual(HelpText.text(for: command.name), command.help)
+            XCTAssertTrue(command.help.hasPrefix("Usage: cloud-backup \(command.name)"), command.name)
+            XCTAssertEqual(overview.contains("  \(command.name)"), !command.hidden, command.name)
         }
         XCTAssertNil(HelpText.text(for: "nope"))
     }

@@ -1,231 +1,89 @@
-/// Help for every subcommand, beside nothing else so `--help` stays instant.
+/// The overview (`cloud-backup --help`): the subcommands from `Commands.all`, then every variable and
+/// the exit codes. Each subcommand's own help is in its definition (Commands.swift).
 public enum HelpText {
     static let usageLine = "Usage: cloud-backup <subcommand> [arguments…]   (cloud-backup --help lists them)"
 
     public static func text(for topic: String?) -> String? {
-        switch topic {
-        case nil: return overview
-        case "start-server": return startServer
-        case "server-status": return serverStatus
-        case "backup": return backup
-        case "forget": return forget
-        case "check": return check
-        case "status": return status
-        case "restic": return restic
-        case "config": return config
-        case "reauth": return reauth
-        case "check-refresh-token": return checkRefreshToken
-        case "aws-credential-process": return credentialProcess
-        case "help": return overview
-        default: return nil
-        }
+        guard let topic, topic != "help" else { return overview }
+        return Commands.named(topic)?.help
     }
 
-    static let overview = """
-    cloud-backup \(cloudBackupVersion) — monitored, encrypted backups with restic to any rclone destination
+    /// "  backup [ARGS…]      Run `restic backup ARGS…`, …", aligned.
+    static var subcommandList: String {
+        let rows = Commands.all.filter { !$0.hidden }.map { command -> (String, String) in
+            let arguments: String
+            switch command.arguments {
+            case .none: arguments = ""
+            case .flags(let flags): arguments = " [" + flags.joined(separator: "|") + "]"
+            case .forRestic: arguments = " [ARGS…]"
+            }
+            return (command.name + arguments, command.summary)
+        } + [("help [SUBCOMMAND]", "Show this help, or a subcommand's.")]
+        return rows.map { name, summary in
+            "  " + name.padding(toLength: max(20, name.count + 1), withPad: " ", startingAt: 0) + summary
+        }.joined(separator: "\n")
+    }
 
-    Usage: cloud-backup <subcommand> [arguments…]
+    static var overview: String {
+        """
+        cloud-backup \(cloudBackupVersion) — monitored, encrypted backups with restic to any rclone destination
 
-    Subcommands:
-      config              Set up: INFN Cloud login (device flow), storage access, the repository. Idempotent.
-      start-server        Serve the destination to restic over HTTP (rclone serve restic), in the foreground.
-      server-status       Exit 0 if this state directory's REST server is ready on 127.0.0.1:RESTIC_REST_PORT.
-      backup [ARGS…]      Run `restic backup ARGS…`, creating the repository on first use; pings BACKUP_CHECK_URL.
-      forget [ARGS…]      Run `restic forget ARGS…` (e.g. --keep-within 1m --prune); pings FORGET_CHECK_URL.
-      check [ARGS…]       Run `restic check ARGS…` (e.g. --read-data-subset 5%); pings CHECK_CHECK_URL.
-      status [--json]     Check every moving part; a ✓/✗ checklist with the fix for each ✗ (exit 0 if all is well).
-      check-refresh-token Ping OIDC_TOKEN_CHECK_URL with the INFN login's days left; fail under REFRESH_TOKEN_MIN_DAYS.
-      reauth              Renew the INFN Cloud login (device flow again) before it expires.
-      restic [ARGS…]      Run restic with the repository and password preset (snapshots, restore, check, …).
-      help [SUBCOMMAND]   Show this help, or a subcommand's.
+        Usage: cloud-backup <subcommand> [arguments…]
 
-    Destination (first one set wins):
-      BACKUP_REMOTE              An rclone path (remote:bucket/path, a remote rclone's configuration defines;
-                                 or on-the-fly :s3,key=value,…:bucket, its keys kept off command lines)
-                                 or an absolute local directory.
-      AAI_USER + BACKUP_BUCKET   INFN Cloud storage: infncloud:/<AAI_USER>/<BACKUP_BUCKET>.
-      (neither)                  A local directory: $CLOUD_BACKUP_STATE_DIR/repository.
-      RCLONE_CONFIG              rclone's configuration file (rclone's own variable).
+        Subcommands:
+        \(subcommandList)
 
-    INFN Cloud login (with AAI_USER + BACKUP_BUCKET):
-      OIDC_PASSWORD              Unlocks the oidc-agent account holding your login (chosen at `config`).
-      OIDC_TOKEN_CHECK_URL       Healthchecks ping URL of check-refresh-token.
-      REFRESH_TOKEN_MIN_DAYS     check-refresh-token fails below this many days left (default 7).
-      OIDC_ACCOUNT               oidc-agent account name (default infncloud).
-      OIDC_ISSUER_URL, S3_ENDPOINT_URL, STS_ROLE_NAME, OIDC_AUDIENCE, OIDC_SCOPES
-                                 INFN's IAM, RGW, role IAMaccess, audience object, scopes (defaults: INFN's).
-      OIDC_CLIENT_ID, OIDC_CLIENT_SECRET
-                                 A registered client (default: dynamic client registration).
-      STS_DURATION_SECONDS       Lifetime asked for the S3 keys (900–43200, default 900).
-      CREDENTIAL_MARGIN_SECONDS  Keys are renewed this long before they expire (default 300).
+        Destination (first one set wins):
+          BACKUP_REMOTE              An rclone path (remote:bucket/path, a remote rclone's configuration defines;
+                                     or on-the-fly :s3,key=value,…:bucket, its keys kept off command lines)
+                                     or an absolute local directory.
+          AAI_USER + BACKUP_BUCKET   INFN Cloud storage: infncloud:/<AAI_USER>/<BACKUP_BUCKET>.
+          (neither)                  A local directory: $CLOUD_BACKUP_STATE_DIR/repository.
+          RCLONE_CONFIG              rclone's configuration file (rclone's own variable).
 
-    Repository and REST server:
-      RESTIC_PASSWORD            The repository password (or RESTIC_PASSWORD_FILE / RESTIC_PASSWORD_COMMAND);
-                                 only restic gets it.
-      RESTIC_REST_USERNAME       With RESTIC_REST_PASSWORD: the server requires these and listens on all
-      RESTIC_REST_PASSWORD       interfaces. Without them it listens on 127.0.0.1 only.
-      RESTIC_REST_PORT           The server's port (default 8080; numbers are plain digits).
-      RESTIC_REST_APPEND_ONLY    true: clients cannot delete or overwrite data (default false).
-      RESTIC_HOST                The host name recorded in snapshots (default: this machine's hostname).
+        INFN Cloud login (with AAI_USER + BACKUP_BUCKET):
+          OIDC_PASSWORD              Unlocks the oidc-agent account holding your login (chosen at `config`).
+          OIDC_TOKEN_CHECK_URL       Healthchecks ping URL of check-refresh-token.
+          REFRESH_TOKEN_MIN_DAYS     check-refresh-token fails below this many days left (default 7).
+          OIDC_ACCOUNT               oidc-agent account name (default infncloud).
+          OIDC_ISSUER_URL, S3_ENDPOINT_URL, STS_ROLE_NAME, OIDC_AUDIENCE, OIDC_SCOPES
+                                     INFN's IAM, RGW, role IAMaccess, audience object, scopes (defaults: INFN's).
+          OIDC_CLIENT_ID, OIDC_CLIENT_SECRET
+                                     A registered client (default: dynamic client registration).
+          STS_DURATION_SECONDS       Lifetime asked for the S3 keys (900–43200, default 900).
+          CREDENTIAL_MARGIN_SECONDS  Keys are renewed this long before they expire (default 300).
 
-    Monitoring:
-      BACKUP_CHECK_URL, FORGET_CHECK_URL, CHECK_CHECK_URL
-                                 Healthchecks ping URLs of each job (unset = no pings).
-      METRICS_DIR                Write <job>.prom there after each job (node_exporter textfile collector).
-      SNAPSHOT_MAX_AGE_HOURS     status reports this host's latest snapshot when older (default 48).
-      PROGRESS_INTERVAL_SECONDS  backup's progress line interval when stdout is not a terminal (default 60).
+        Repository and REST server:
+          RESTIC_PASSWORD            The repository password (or RESTIC_PASSWORD_FILE / RESTIC_PASSWORD_COMMAND);
+                                     only restic gets it.
+          RESTIC_REST_USERNAME       With RESTIC_REST_PASSWORD: the server requires these and listens on all
+          RESTIC_REST_PASSWORD       interfaces. Without them it listens on 127.0.0.1 only.
+          RESTIC_REST_PORT           The server's port (default 8080; numbers are plain digits).
+          RESTIC_REST_APPEND_ONLY    true: clients cannot delete or overwrite data (default false).
+          RESTIC_HOST                The host name recorded in snapshots (default: this machine's hostname).
 
-    Tuning:
-      LOCK_WAIT_SECONDS          How long a job waits for another job's lock (default 900).
-      STOP_GRACE_SECONDS         After SIGTERM/SIGINT, how long restic gets to stop cleanly (default 8).
-      SERVER_START_TIMEOUT_SECONDS
-                                 How long start-server waits for rclone to serve before a failed start (default 60).
-      PING_TIMEOUT_SECONDS       Timeout of each Healthchecks request (default 10; a ping, retries included,
-                                 never delays a job more than 35 s).
-      CLOUD_BACKUP_STATE_DIR     Where the tool keeps its state (default ~/.local/state/cloud-backup).
+        Monitoring:
+          BACKUP_CHECK_URL, FORGET_CHECK_URL, CHECK_CHECK_URL
+                                     Healthchecks ping URLs of each job (unset = no pings).
+          METRICS_DIR                Write <job>.prom there after each job (node_exporter textfile collector).
+          SNAPSHOT_MAX_AGE_HOURS     status reports this host's latest snapshot when older (default 48).
+          PROGRESS_INTERVAL_SECONDS  backup's progress line interval when stdout is not a terminal (default 60).
 
-    Any secret above may instead be given as NAME_FILE, a file holding it (Docker secrets).
+        Tuning:
+          LOCK_WAIT_SECONDS          How long a job waits for another job's lock (default 900).
+          STOP_GRACE_SECONDS         After SIGTERM/SIGINT, how long restic gets to stop cleanly (default 8).
+          SERVER_START_TIMEOUT_SECONDS
+                                     How long start-server waits for rclone to serve before a failed start (default 60).
+          PING_TIMEOUT_SECONDS       Timeout of each Healthchecks request (default 10; a ping, retries included,
+                                     never delays a job more than 35 s).
+          CLOUD_BACKUP_STATE_DIR     Where the tool keeps its state (default ~/.local/state/cloud-backup).
 
-    Exit codes: restic's own (0 ok, 1 failed, 3 some files unreadable, 10–12 and 130 on restic ≥ 0.17);
-    64 usage, 69 a program or the destination unavailable, or restic files at the destination that no
-    repository can be created over, 73 state directory not writable, 75 repository busy (locked),
-    77 INFN login failed, 78 configuration.
-    """
+        Any secret above may instead be given as NAME_FILE, a file holding it (Docker secrets).
 
-    static let startServer = """
-    Usage: cloud-backup start-server
-
-    Runs `rclone serve restic` on the destination in the foreground and keeps it running: rclone is
-    restarted if it dies; if it fails to start 5 times in a row (the remote refuses, or does not answer
-    within SERVER_START_TIMEOUT_SECONDS, default 60), the command gives up with exit 69. A port held by
-    another program is reported at once; an rclone left by a start-server killed with SIGKILL is stopped
-    and replaced. SIGTERM or SIGINT stops it within STOP_GRACE_SECONDS.
-
-    One server per state directory: it records its port, destination and rclone's PID in
-    CLOUD_BACKUP_STATE_DIR (server.json, under the lock server.lock), and jobs use the server only when
-    that record proves it is this one, ready, serving their destination, in their network namespace.
-
-    With RESTIC_REST_USERNAME and RESTIC_REST_PASSWORD set, it listens on all interfaces at
-    RESTIC_REST_PORT (default 8080) and requires them; without, it listens on 127.0.0.1 only.
-    RESTIC_REST_APPEND_ONLY=true refuses deletions and overwrites (protection against a compromised client).
-    Credentials are passed to rclone through its environment, never on its command line.
-
-    Jobs started in the same container or machine (`backup`, `forget`, `check`, `restic`) use this
-    server; anything else answering on the port is never used.
-    """
-
-    static let serverStatus = """
-    Usage: cloud-backup server-status
-
-    Prints one line and exits 0 when this state directory's start-server is ready and its rclone
-    answers on 127.0.0.1:RESTIC_REST_PORT (with RESTIC_REST_USERNAME/RESTIC_REST_PASSWORD when set), 1
-    otherwise (not running, still starting, or something else on the port). It sends no ping and runs
-    no restic, so it suits a container HEALTHCHECK.
-    """
-
-    static let backup = """
-    Usage: cloud-backup backup [restic backup arguments…]
-
-    Example: cloud-backup backup --tag daily /backup/dir1 /backup/dir2
-
-    Runs `restic backup` with your arguments (see `cloud-backup restic backup --help`), with
-    --host $RESTIC_HOST when RESTIC_HOST is set. The repository is reached through this state directory's
-    REST server when it is provably running and serving this destination, otherwise directly.
-
-    - First run: when restic finds no repository, one job at a time (a lock in CLOUD_BACKUP_STATE_DIR)
-      lists the destination; the repository is created (restic init) only if that listing worked and
-      shows no file of a repository (config, keys/, data/, index/, snapshots/, locks/); otherwise exit 69
-      with what was found. After init the job checks that the repository is the one it created.
-    - After restic says "snapshot … saved", the snapshot is read back; if it is not there, exit 1.
-    - Locked repository: a lock is removed only when its holder has provably ended (not refreshed for
-      30 min, or made by a cloud-backup restic that no longer runs); other locks are waited for up to
-      LOCK_WAIT_SECONDS, then exit 75 (busy). A destination that is read-only or full fails at once.
-    - SIGTERM/SIGINT: restic gets SIGINT (it removes its lock), then SIGKILL after STOP_GRACE_SECONDS.
-    - BACKUP_CHECK_URL: pinged at start and with the exit code at the end, with a summary and the end of the log.
-    - Output: on a terminal, restic's own live progress. Otherwise (logs) restic runs with --json and
-      a progress line is printed every PROGRESS_INTERVAL_SECONDS (percent, bytes and files done, speed,
-      ETA), then restic's usual summary. With your own --json, restic's JSON is passed through untouched.
-    - METRICS_DIR: backup.prom gets the run's times, exit code and the snapshot's statistics.
-
-    The exit code is restic's (0 ok, 3 snapshot saved but some files unreadable, other = failure).
-    """
-
-    static let forget = """
-    Usage: cloud-backup forget [restic forget arguments…]
-
-    Example: cloud-backup forget --keep-within 1m --prune
-
-    Runs `restic forget` with your arguments, with --host $RESTIC_HOST when RESTIC_HOST is set (only this
-    machine's snapshots are considered). Locks, signals and exit codes as for `backup`; pings FORGET_CHECK_URL.
-    It never creates a repository.
-    """
-
-    static let check = """
-    Usage: cloud-backup check [restic check arguments…]
-
-    Example: cloud-backup check --read-data-subset 5%
-
-    Runs `restic check` with your arguments: verifies the repository's structure and, with
-    --read-data or --read-data-subset, that the data can be read back. restic takes an exclusive lock:
-    locks, signals and exit codes as for `backup`. Pings CHECK_CHECK_URL. Never creates a repository.
-    """
-
-    static let status = """
-    Usage: cloud-backup status [--json]
-
-    Checks, each with a bounded timeout, and prints one ✓ or ✗ line per check with the fix under each ✗:
-    the environment; restic and rclone (versions); the destination (listed); the repository (exists,
-    RESTIC_PASSWORD opens it); the latest snapshot of each host and its age (this host's must be newer
-    than SNAPSHOT_MAX_AGE_HOURS, default 48); the REST server; and each check URL's host (DNS and a TCP
-    connection only: a request to a ping URL would count as a ping). --json prints the same as JSON.
-    Exit 0 only if all is well, 1 otherwise.
-    """
-
-    static let restic = """
-    Usage: cloud-backup restic [restic arguments…]
-
-    Examples: cloud-backup restic snapshots
-              cloud-backup restic restore latest --target /tmp/restore
-
-    Runs restic with RESTIC_REPOSITORY set to the REST server (when one answers) or the destination, and
-    the password from RESTIC_PASSWORD. Input, output and exit code are restic's own.
-    `cloud-backup restic --help` shows restic's help.
-    """
-
-    static let config = """
-    Usage: cloud-backup config
-
-    Guided, idempotent set-up. For INFN Cloud storage (AAI_USER, BACKUP_BUCKET, OIDC_PASSWORD):
-    starts oidc-agent if needed; the first time, logs you in with the device flow (open the address
-    shown, enter the code; needs a terminal: `docker compose run --rm cloud-backup config`); writes the
-    infncloud rclone remote and its AWS profile (mode 0600); checks the bucket path (creating it if
-    missing). For every destination: creates the repository if there is none (only over a listing
-    that shows none). Run again at any time: it checks everything, changes nothing that is right, and
-    starts no new login.
-    """
-
-    static let reauth = """
-    Usage: cloud-backup reauth
-
-    Renews the INFN Cloud login (the refresh token lasts 30 days): the device flow again for the
-    existing oidc-agent account, then the account is reloaded into the running agent and the new expiry
-    printed. Needs a terminal: `docker compose run --rm cloud-backup reauth`.
-    """
-
-    static let checkRefreshToken = """
-    Usage: cloud-backup check-refresh-token
-
-    Reads the refresh token from the oidc-agent account and pings OIDC_TOKEN_CHECK_URL: success with
-    "N days left (expires …)" while more than REFRESH_TOKEN_MIN_DAYS (default 7) remain; failure, with
-    the command to run (`docker compose run --rm cloud-backup reauth`), when fewer remain, when it has
-    expired, or when it cannot be read. Exit 0 on success, non-zero on failure.
-    """
-
-    static let credentialProcess = """
-    Usage: cloud-backup aws-credential-process   (run by rclone, not by people)
-
-    The AWS credential_process of the infncloud remote: asks oidc-agent (OIDC_SOCK) for an access
-    token for OIDC_AUDIENCE, exchanges it at S3_ENDPOINT_URL with STS AssumeRoleWithWebIdentity
-    (role STS_ROLE_NAME), and prints the keys as JSON, with an expiration CREDENTIAL_MARGIN_SECONDS early.
-    """
+        Exit codes: restic's own (0 ok, 1 failed, 3 some files unreadable, 10–12 and 130 on restic ≥ 0.17);
+        64 usage, 69 a program or the destination unavailable, or restic files at the destination that no
+        repository can be created over, 73 state directory not writable, 75 repository busy (locked),
+        77 INFN login failed, 78 configuration.
+        """
+    }
 }

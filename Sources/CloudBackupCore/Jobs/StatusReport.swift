@@ -369,6 +369,15 @@ final class AnswerSlot<Value: Sendable>: Sendable {
 }
 
 extension StatusReport {
+    /// `cloud-backup status [--json]`: the checklist on stdout, exit 0 only if all is well.
+    static func runCommand(json: Bool, environment: [String: String]) -> Int32 {
+        let report = StatusReport(environment: environment, context: JobContext(environment: environment, log: Logger()))
+        let checks = report.run()
+        let text = json ? renderJSON(checks) : render(checks)
+        print(Redactor.redact(text, secrets: ConfigurationLoader.secretValues(in: environment)), terminator: "")
+        return checks.allSatisfy(\.ok) ? ExitCode.success : ExitCode.failure
+    }
+
     /// The checklist as a person reads it: ✓/✗ per line, the fix under each ✗.
     public static func render(_ checks: [StatusCheck]) -> String {
         var lines: [String] = []
