@@ -63,15 +63,8 @@ public struct JobMetrics: Sendable, Equatable {
             metrics.lastSuccess = Self.lastSuccess(in: previous)
         }
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let temporary = "\(directory)/.\(fileName()).\(getpid()).tmp"
-        try Data(metrics.render().utf8).write(to: URL(fileURLWithPath: temporary))
         // node_exporter runs as another user: the file must be readable by it (no secrets in here).
-        chmod(temporary, 0o644)
-        guard rename(temporary, path) == 0 else {
-            let code = errno
-            unlink(temporary)
-            throw CloudBackupError.cannotWrite(path: path, reason: String(cString: strerror(code)))
-        }
+        try writeAtomically(Data(metrics.render().utf8), to: path, mode: 0o644)
     }
 
     static func lastSuccess(in text: String) -> Date? {

@@ -173,17 +173,3 @@ public enum ServerIdentity: Sendable, Equatable {
         return .ours(record)
     }
 }
-
-/// Writes `data` to `path` through a temporary file in the same directory and a rename, so readers
-/// see the old content or the new, never a part. Mode 0600.
-func writeAtomically(_ data: Data, to path: String) throws {
-    let temporary = "\(path).\(getpid()).tmp"
-    guard FileManager.default.createFile(atPath: temporary, contents: data, attributes: [.posixPermissions: 0o600]) else {
-        throw CloudBackupError.cannotWrite(path: path, reason: "cannot create \(temporary)")
-    }
-    guard rename(temporary, path) == 0 else {
-        let code = errno
-        unlink(temporary)
-        throw CloudBackupError.cannotWrite(path: path, reason: String(cString: strerror(code)))
-    }
-}

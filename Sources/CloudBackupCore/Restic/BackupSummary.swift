@@ -63,23 +63,16 @@ public struct BackupSummary: Sendable, Equatable {
         return summary
     }
 
+    /// restic's JSON summary line, read by the one parser of it (`BackupStatistics`).
     static func parseJSONSummary(_ line: String) -> BackupSummary? {
-        guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-              object["message_type"] as? String == "summary" else { return nil }
-        var summary = BackupSummary()
-        summary.snapshotID = (object["snapshot_id"] as? String).map { String($0.prefix(8)) }
-        summary.filesNew = (object["files_new"] as? NSNumber)?.intValue
-        summary.filesChanged = (object["files_changed"] as? NSNumber)?.intValue
-        summary.filesUnmodified = (object["files_unmodified"] as? NSNumber)?.intValue
-        if let added = (object["data_added"] as? NSNumber)?.int64Value {
-            summary.dataAdded = formatBytes(added)
-        }
-        if let files = (object["total_files_processed"] as? NSNumber)?.intValue,
-           let bytes = (object["total_bytes_processed"] as? NSNumber)?.int64Value {
-            let duration = (object["total_duration"] as? NSNumber)?.doubleValue ?? 0
-            summary.processed = "processed \(files) files, \(formatBytes(bytes)) in \(String(format: "%.1f", duration)) s"
-        }
-        return summary
+        BackupStatistics.parse(jsonLine: Substring(line)).map(BackupSummary.init)
+    }
+
+    init(_ statistics: BackupStatistics) {
+        self.init(snapshotID: statistics.snapshotID.isEmpty ? nil : String(statistics.snapshotID.prefix(8)),
+                  filesNew: Int(statistics.filesNew), filesChanged: Int(statistics.filesChanged), filesUnmodified: Int(statistics.filesUnmodified),
+                  dataAdded: formatBytes(statistics.dataAdded),
+                  processed: "processed \(statistics.filesProcessed) files, \(formatBytes(statistics.bytesProcessed)) in \(String(format: "%.1f", statistics.durationSeconds)) s")
     }
 }
 
