@@ -2,7 +2,8 @@
 #
 # Build (default target `runtime`, compiles in the official Swift image):
 #     docker build -t cloud-backup .
-# Build where the Swift image cannot be pulled, from a binary built on the host:
+# Build where the Swift image cannot be pulled, from a binary built on the host (which needs libcurl's
+# development files for the link: Debian/Ubuntu `apt-get install libcurl4-openssl-dev`):
 #     swift build -c release -Xswiftc -static-stdlib --scratch-path .build-release
 #     install -D -m 0755 .build-release/release/cloud-backup .build-release/container/cloud-backup
 #     strip .build-release/container/cloud-backup
@@ -15,7 +16,12 @@ ARG SWIFT_IMAGE=swift:6.3-bookworm
 ARG RUNTIME_IMAGE=debian:trixie-slim
 
 # --- Compile: a release binary with the Swift runtime linked in (-static-stdlib). ---
+# FoundationNetworking (URLSession: Healthchecks pings, STS) is linked in too, and it is libcurl on
+# Linux: the link needs libcurl's development files (-lcurl), the binary then libcurl.so.4 at run time.
 FROM ${SWIFT_IMAGE} AS build
+RUN export DEBIAN_FRONTEND=noninteractive \
+    && if ! dpkg-query -W -f='${Status}' libcurl4-openssl-dev 2>/dev/null | grep -q "install ok installed"; then \
+        apt-get update && apt-get install -y --no-install-recommends libcurl4-openssl-dev && rm -rf /var/lib/apt/lists/*; fi
 WORKDIR /src
 COPY Package.swift ./
 COPY Sources ./Sources
@@ -26,8 +32,10 @@ RUN swift build -c release -Xswiftc -static-stdlib --product cloud-backup \
 
 # --- Runtime: everything but the binary. ---
 FROM ${RUNTIME_IMAGE} AS runtime-base
-# What the static-stdlib binary links dynamically (ldd): libstdc++, libgcc_s, libm and libc (the last
-# three are in every Debian image). libcurl is loaded at run time (dlopen) for Healthchecks pings.
+# What the static-stdlib binary links dynamically (readelf -d: NEEDED): libcurl.so.4 (libcurl4t64; the
+# OpenSSL flavour, as on the build machine), libstdc++, libgcc_s, libm and libc (the last three are in
+# every Debian image). ca-certificates is the system's CA store that URLSession (libcurl), rclone, restic
+# and oidc-agent trust; CLOUD_BACKUP_CA_FILE adds a private CA to it.
 RUN export DEBIAN_FRONTEND=noninteractive \
     && apt-get update \
     && apt-get install -y --no-install-recommends \

@@ -10,9 +10,14 @@ let package = Package(
     ],
     targets: [
         // Everything that decides something lives in the library; `main` only hands over.
-        .target(name: "CloudBackupCore", dependencies: ["CHTTPClient"]),
-        // Healthchecks pings through the system's libcurl, loaded only when a job pings (see its source).
-        .target(name: "CHTTPClient", linkerSettings: [.linkedLibrary("dl")]),
+        // HTTP (Healthchecks pings, STS) is URLSession from FoundationNetworking, which is libcurl on
+        // Linux. A release build with `-Xswiftc -static-stdlib` links FoundationNetworking statically and
+        // so needs libcurl's development files at link time (`-lcurl`: Debian/Ubuntu libcurl4-openssl-dev;
+        // the binary then needs libcurl4 at run time). The exported symbol is the CA hook of
+        // Support/HTTPClient.swift (CurlTrustHook): builds that load FoundationNetworking as a shared
+        // library (debug, tests) must export it for URLSession's libcurl calls to reach it.
+        .target(name: "CloudBackupCore",
+                linkerSettings: [.unsafeFlags(["-Xlinker", "--export-dynamic-symbol=curl_multi_add_handle"], .when(platforms: [.linux]))]),
         .executableTarget(name: "cloud-backup", dependencies: ["CloudBackupCore"]),
         // Test helpers both test targets share (a Prometheus text-format parser).
         .target(name: "TestSupport", path: "Tests/TestSupport"),

@@ -23,11 +23,13 @@ DATA_SEED = 20240611
 PASSWORD = "cloud-backup-bench-only"
 HOST = "bench-host"
 
-# Targets from the issue.
+# Targets from the issue (URLSession: FoundationNetworking is linked into every start).
 RATIO_TARGET = 1.02
-RSS_TARGET_BYTES = 20 * 1000 * 1000  # "20 MB", read strictly as decimal megabytes
+MIN_PAIRS = 9  # the wall-time ratio is judged on at least this many pairs
+RSS_TARGET_BYTES = 30 * 1000 * 1000  # "30 MB", read strictly as decimal megabytes
 RSS_FLAT_TOLERANCE_BYTES = 2 * 1000 * 1000  # "flat": peak spread over 10^3..10^6 lines at most this
-HELP_TARGET_MS = 10.0
+HELP_TARGET_MS = 20.0
+DEFAULT_IMAGE = "localhost/cloud-backup:test"  # what scripts/test-container builds
 
 
 def log(message):
@@ -432,6 +434,32 @@ def startup_times(binary, runs, work):
 
 
 # ----------------------------------------------------------------------------------------------------
+# 4. Sizes: the stripped binary (what the image gets) and the image, when one was built.
+
+def binary_size(binary, work):
+    stripped = os.path.join(work, "cloud-backup.stripped")
+    if shutil.which("strip") and subprocess.run(["strip", "-o", stripped, binary], stderr=subprocess.DEVNULL).returncode == 0:
+        return os.path.getsize(binary), os.path.getsize(stripped)
+    return os.path.getsize(binary), None
+
+
+def image_size(image):
+    """(bytes, command) of the image as the engine that has it reports it, or (None, why)."""
+    for engine in ("podman", "/usr/bin/docker", "docker"):
+        path = shutil.which(engine)
+        if not path:
+            continue
+        command = [path, "image", "inspect", "--format", "{{.Size}}", image]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if done.returncode == 0 and done.stdout.strip().isdigit():
+            return int(done.stdout.strip()), " ".join(command[:-2] + ["'{{.Size}}'", image])
+    return None, f"no image {image} here (scripts/test-container builds it; BENCH_IMAGE names another)"
+
+
+# ----------------------------------------------------------------------------------------------------
 
 def verdict(ok):
     return "PASS" if ok else "FAIL"
@@ -441,13 +469,16 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--binary", required=True)
     parser.add_argument("--bench-dir", default=os.environ.get("BENCH_DIR", "/tmp/cloud-backup-bench"))
-    parser.add_argument("--pairs", type=int, default=int(os.environ.get("BENCH_PAIRS", "3")))
+    parser.add_argument("--pairs", type=int, default=int(os.environ.get("BENCH_PAIRS", str(MIN_PAIRS))))
     parser.add_argument("--files", type=int, default=int(os.environ.get("BENCH_FILES", "3000")))
     parser.add_argument("--min-mb", type=int, default=int(os.environ.get("BENCH_MIN_MB", "300")))
     parser.add_argument("--lines", default=os.environ.get("BENCH_LINES", "0 1000 10000 100000 1000000"))
     parser.add_argument("--modes", default=os.environ.get("BENCH_MODES", "logs json"))
     parser.add_argument("--help-runs", type=int, default=int(os.environ.get("BENCH_HELP_RUNS", "300")))
+    parser.add_argument("--image", default=os.environ.get("BENCH_IMAGE", DEFAULT_IMAGE))
     args = parser.parse_args()
+    if args.pairs < MIN_PAIRS:
+        log(f"note: {args.pairs} pairs; the wall-time ratio is judged on at least {MIN_PAIRS} (BENCH_PAIRS)")
 
     binary = os.path.abspath(args.binary)
     os.makedirs(args.bench_dir, exist_ok=True)
@@ -464,6 +495,8 @@ def main():
         rss_rows, help_kib = peak_rss(binary, data, work, line_counts, modes, port)
         log(f"start-up time: {args.help_runs} runs each")
         startup = startup_times(binary, args.help_runs, work)
+        sizes = binary_size(binary, work)
+        image_bytes, image_command = image_size(args.image)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -505,6 +538,21 @@ def main():
         print(f"  cloud-backup {argument:9} mean {r['mean']:6.2f}  median {r['median']:6.2f}  "
               f"sd {r['stddev']:5.2f}  min {r['min']:6.2f}  max {r['max']:6.2f}  ({r['runs']} runs, {r['tool']})")
 
+    print()
+    print("Commands (as run; <run> is a fresh directory per run, <data> the data set)")
+    knobs = " ".join(f"{name}={os.environ[name]}" for name in sorted(os.environ) if name.startswith("BENCH_"))
+    print(f"  benchmark:    {(knobs + ' ') if knobs else ''}bench/run   (binary {binary})")
+    print(f"  wrapper run:  RESTIC_PASSWORD=… CLOUD_BACKUP_STATE_DIR=<run>/state BACKUP_REMOTE=<run>/repo RESTIC_CACHE_DIR=<run>/cache "
+          f"RESTIC_REST_PORT=<free port> RESTIC_HOST={HOST} cloud-backup backup <data>")
+    print(f"  raw run:      RESTIC_PASSWORD=… RESTIC_REPOSITORY=<run>/repo RESTIC_CACHE_DIR=<run>/cache restic backup --host {HOST} <data>")
+    print("                (each after `restic --no-cache init` of <run>/repo; then the directory is deleted and `sync` runs)")
+    print("  peak RSS:     PATH=<fake restic>:$PATH FAKE_RESTIC_LINES=N cloud-backup backup [--json] /srv/data   (stdout a pipe; "
+          "VmHWM of /proc/PID/status every 2 ms)")
+    print("                cloud-backup backup -vv <data>   (the real restic)")
+    print(f"  --help RSS:   /usr/bin/time -f %M cloud-backup --help   (best of 5)")
+    print(f"  start-up:     hyperfine -N --warmup 20 --runs {args.help_runs} 'cloud-backup --help' (and --version)")
+    print(f"  image size:   {image_command}")
+
     # ---- Summary
     spreads = {}
     for mode in modes:
@@ -529,20 +577,26 @@ def main():
           f"{os.cpu_count()} CPUs, load average at start {load_at_start[0]:.2f}; "
           f"total {time.monotonic() - started:.0f} s")
     print(f"  {'figure':58} {'value':>16}  {'target':>12}  result")
+    enough_pairs = args.pairs >= MIN_PAIRS
     print(f"  {'backup wall time, median wrapper / median raw restic (' + str(args.pairs) + ' pairs)':58} "
-          f"{ratio:16.4f}  {'<= 1.02':>12}  {verdict(ratio <= RATIO_TARGET)}")
+          f"{ratio:16.4f}  {'<= 1.02':>12}  {verdict(ratio <= RATIO_TARGET) if enough_pairs else f'(< {MIN_PAIRS} pairs: not judged)'}")
     print(f"  {'  median wrapper / raw restic (s)':58} {f'{med_w:.2f} / {med_r:.2f}':>16}")
-    print(f"  {'wrapper peak RSS, max over all runs (MB)':58} {peak_max:16.2f}  {'<= 20':>12}  {verdict(rss_ok)}")
+    print(f"  {'wrapper peak RSS, max over all runs (MB)':58} {peak_max:16.2f}  {'<= 30':>12}  {verdict(rss_ok)}")
     for row in rss_rows:
         print(f"  {'  ' + row['label']:58} {mb(row['peak_kib']):16.2f}")
     for mode, spread in spreads.items():
         print(f"  {f'wrapper peak RSS spread, {mode}, {lines_range} lines (MB)':58} {spread:16.2f}  "
               f"{'flat (<= 2)':>12}  {verdict(spread * 1e6 <= RSS_FLAT_TOLERANCE_BYTES)}")
-    print(f"  {'cloud-backup --help, median (ms)':58} {help_median:16.2f}  {'<= 10':>12}  {verdict(help_median <= HELP_TARGET_MS)}")
+    print(f"  {'cloud-backup --help, median (ms)':58} {help_median:16.2f}  {'<= 20':>12}  {verdict(help_median <= HELP_TARGET_MS)}")
     print(f"  {'  --help mean (ms)':58} {startup['--help']['mean']:16.2f}")
     version = startup["--version"]
     version_text = f"{version['median']:.2f} / {version['mean']:.2f}"
     print(f"  {'cloud-backup --version, median / mean (ms)':58} {version_text:>16}  {'(none)':>12}")
+    full, stripped = sizes
+    size_text = f"{full / 1e6:.1f} / {stripped / 1e6:.1f}" if stripped else f"{full / 1e6:.1f} / -"
+    print(f"  {'binary size, as built / stripped (MB)':58} {size_text:>16}  {'(none)':>12}")
+    image_text = f"{image_bytes / 1e6:.1f}" if image_bytes is not None else "not built"
+    print(f"  {'image ' + args.image + ' (MB)':58} {image_text:>16}  {'(printed)':>12}")
     print("=" * 100)
 
 

@@ -179,10 +179,15 @@ final class ConfigurationTests: XCTestCase {
         XCTAssertTrue(problems(["RESTIC_REST_USERNAME": "a:b", "RESTIC_REST_PASSWORD": "p"], needs: [])[0].contains("must not contain ':'"))
     }
 
+    /// rclone 1.60 fails every S3 call when AWS_CA_BUNDLE is set: never passed on, but no longer
+    /// dropped silently either (CertificateAuthorityTests).
     func testChildEnvironmentDropsAWSCABundle() throws {
-        let configuration = try load(["RESTIC_PASSWORD": "pw", "AWS_CA_BUNDLE": "/etc/ssl/x.pem"])
+        let configuration = try load(["RESTIC_PASSWORD": "pw", "AWS_CA_BUNDLE": "/etc/ssl/x.pem"],
+                                     files: ["/etc/ssl/x.pem": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"])
         XCTAssertNil(configuration.childEnvironment["AWS_CA_BUNDLE"])
         XCTAssertEqual(configuration.childEnvironment["PATH"], "/usr/bin:/bin")
+        XCTAssertEqual(configuration.certificateAuthorityFile, "/etc/ssl/x.pem")
+        XCTAssertEqual(configuration.notes.count, 1)
     }
 
     func testHostWithSpacesIsRefused() {

@@ -191,3 +191,183 @@ final class HealthchecksMonitorTests: XCTestCase {
         monitor.finish(exitCode: 0, summary: "", output: "")
     }
 }
+
+/// The real transport (URLSession) against servers the test runs on loopback: whatever the server
+/// does, a ping costs at most its budget and only warns; an answer gives its status and
+/// `Ping-Body-Limit`.
+final class HealthchecksTransportTests: XCTestCase {
+    final class Lines: @unchecked Sendable {
+        private let lock = NSLock()
+        private var lines: [String] = []
+        func add(_ line: String) { lock.lock(); lines.append(line); lock.unlock() }
+        var all: [String] { lock.lock(); defer { lock.unlock() }; return lines }
+    }
+
+    /// Tries of 0.5 s (URLSession is told 1 s: it keeps whole seconds), 1.2 s in all.
+    func monitor(port: Int, log: Lines, requestTimeout: Double = 0.5, budget: Double = 1.2) -> HealthchecksMonitor {
+        HealthchecksMonitor(check: URL(string: "http://127.0.0.1:\(port)/ping/abc")!, transport: .urlSession(trust: .systemOnly), secrets: [],
+                            log: Logger(sink: { log.add($0) }), requestTimeout: requestTimeout, budgetSeconds: budget, retryDelays: [0.1, 0.2, 0.4])
+    }
+
+    /// Accepts, reads nothing, answers nothing, until the test ends.
+    func silentServer() throws -> LoopbackServer {
+        try LoopbackServer { _, server in
+            while !server.isStopped { Thread.sleep(forTimeInterval: 0.05) }
+        }
+    }
+
+    func testAServerThatAcceptsAndNeverAnswersCostsAtMostThePingBudget() throws {
+        let server = try silentServer()
+        defer { server.stop() }
+        let lines = Lines()
+        let monitor = monitor(port: server.port, log: lines)
+        let started = Date()
+        monitor.start()
+        let elapsed = Date().timeIntervalSince(started)
+        // A try of 0.5 s, 0.1 s, a try cut to 0.35 s (the budget's end less 0.25 s); the next retry
+        // (0.2 s) would leave less than 0.5 s.
+        XCTAssertLessThan(elapsed, 1.2 + 0.3, "the 1.2 s budget holds")
+        XCTAssertGreaterThan(elapsed, 0.85, "two tries")
+        XCTAssertEqual(monitor.bodyLimit, PingBody.defaultLimit)
+        let warning = lines.all.last ?? ""
+        XCTAssertTrue(warning.contains("could not ping Healthchecks at http://127.0.0.1:\(server.port)/… (no answer within 0."), warning)
+        XCTAssertTrue(warning.contains("the job's result is not affected"), warning)
+    }
+
+    /// Answers the request, but one byte of the header every 0.2 s, never ending it.
+    func testAServerThatAnswersSlowlyCostsAtMostThePingBudget() throws {
+        let server = try LoopbackServer { connection, server in
+            guard LoopbackServer.readRequest(connection) != nil, LoopbackServer.write(connection, "HTTP/1.1 200 OK\r\nX-Slow: ") else { return }
+            while !server.isStopped, LoopbackServer.write(connection, "a") { Thread.sleep(forTimeInterval: 0.2) }
+        }
+        defer { server.stop() }
+        let lines = Lines()
+        let started = Date()
+        monitor(port: server.port, log: lines).finish(exitCode: 0, summary: "done", output: "")
+        XCTAssertLessThan(Date().timeIntervalSince(started), 1.2 + 0.3, "the 1.2 s budget holds")
+        let warning = lines.all.last ?? ""
+        XCTAssertTrue(warning.contains("could not ping Healthchecks at http://127.0.0.1:\(server.port)/… (no answer within 0."), warning)
+    }
+
+    /// Our own bound, not URLSession's: told to wait 60 s, URLSession is given up on after 1.
+    func testTheTransportsOwnBoundHoldsWhenURLSessionWouldWaitLonger() throws {
+        let server = try silentServer()
+        defer { server.stop() }
+        let started = Date()
+        XCTAssertThrowsError(try HTTPClient.exchange(url: URL(string: "http://127.0.0.1:\(server.port)/ping/abc/start")!, body: nil,
+                                                     contentType: "text/plain", timeout: 1, answerLimit: 0, trust: .systemOnly, urlSessionTimeout: 60)) { error in
+            XCTAssertEqual("\(error)", "no answer within 1 s")
+        }
+        let elapsed = Date().timeIntervalSince(started)
+        XCTAssertLessThan(elapsed, 1.5)
+        XCTAssertGreaterThan(elapsed, 0.9)
+        // The abandoned request does not block the next one.
+        let answering = try LoopbackServer { connection, _ in
+            guard LoopbackServer.readRequest(connection) != nil else { return }
+            LoopbackServer.write(connection, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nOK")
+        }
+        defer { answering.stop() }
+        let answer = try HTTPClient.exchange(url: URL(string: "http://127.0.0.1:\(answering.port)/x")!, body: nil, timeout: 2, answerLimit: 10, trust: .systemOnly)
+        XCTAssertEqual(answer.status, 200)
+        XCTAssertEqual(answer.body, "OK")
+    }
+
+    func testAnAnswerGivesItsStatusAndPingBodyLimitAndThePOSTBodyArrives() throws {
+        let requests = Lines()
+        let server = try LoopbackServer { connection, _ in
+            guard let request = LoopbackServer.readRequest(connection) else { return }
+            requests.add(request.head + "\n\n" + String(decoding: request.body, as: UTF8.self))
+            LoopbackServer.write(connection, "HTTP/1.1 200 OK\r\nping-body-limit: 1234\r\nContent-Length: 2\r\nConnection: close\r\n\r\nOK")
+        }
+        defer { server.stop() }
+        let hookCalls = CurlTrustHook.calls.withLock { $0 }
+        let lines = Lines()
+        let monitor = monitor(port: server.port, log: lines)
+        monitor.start()
+        monitor.finish(exitCode: 3, summary: "backup finished: ü", output: "line\n")
+        XCTAssertEqual(monitor.bodyLimit, 1234)
+        XCTAssertEqual(lines.all, [], "no warning")
+        let seen = requests.all
+        XCTAssertEqual(seen.count, 2, "\(seen)")
+        XCTAssertTrue(seen.first?.hasPrefix("GET /ping/abc/start?rid=\(monitor.runID) HTTP/1.1\r\n") == true, "\(seen)")
+        XCTAssertTrue(seen.last?.hasPrefix("POST /ping/abc/3?rid=\(monitor.runID) HTTP/1.1\r\n") == true, "\(seen)")
+        XCTAssertTrue(seen.last?.lowercased().contains("content-type: text/plain; charset=utf-8") == true, "\(seen)")
+        XCTAssertTrue(seen.last?.lowercased().contains("user-agent: cloud-backup") == true, "\(seen)")
+        XCTAssertTrue(seen.last?.hasSuffix("\n\nbackup finished: ü\n\n--- end of the output ---\nline") == true, "\(seen)")
+        XCTAssertGreaterThan(CurlTrustHook.calls.withLock { $0 }, hookCalls,
+                             "URLSession's transfers reach the CA hook (curl_multi_add_handle exported: Package.swift)")
+    }
+
+    func testRedirectsAreNotFollowed() throws {
+        let requests = Lines()
+        let server = try LoopbackServer { connection, _ in
+            guard let request = LoopbackServer.readRequest(connection) else { return }
+            requests.add(request.head)
+            LoopbackServer.write(connection, "HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        }
+        defer { server.stop() }
+        let answer = try HTTPClient.exchange(url: URL(string: "http://127.0.0.1:\(server.port)/ping/abc")!, body: nil, timeout: 2, trust: .systemOnly)
+        XCTAssertEqual(answer.status, 302)
+        XCTAssertEqual(requests.all.count, 1)
+    }
+}
+
+/// `CLOUD_BACKUP_CA_FILE` for the tool's own HTTPS requests (URLSession).
+final class TLSTrustTests: XCTestCase {
+    var directory = ""
+
+    override func setUpWithError() throws {
+        directory = NSTemporaryDirectory() + "tls-trust-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    }
+
+    override func tearDown() {
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+
+    func testTheSettingComesFromTheEnvironmentAndEmptyMeansUnset() {
+        XCTAssertEqual(TLSTrust(environment: ["CLOUD_BACKUP_CA_FILE": "/etc/ca.pem"]).caFile, "/etc/ca.pem")
+        XCTAssertNil(TLSTrust(environment: ["CLOUD_BACKUP_CA_FILE": ""]).caFile)
+        XCTAssertNil(TLSTrust(environment: [:]).caFile)
+        // As the configuration chooses it: AWS_CA_BUNDLE stands in for an unset CLOUD_BACKUP_CA_FILE.
+        XCTAssertEqual(TLSTrust(environment: ["AWS_CA_BUNDLE": "/etc/aws.pem"]), TLSTrust(caFile: "/etc/aws.pem", variable: "AWS_CA_BUNDLE"))
+        XCTAssertEqual(TLSTrust(environment: ["AWS_CA_BUNDLE": "/etc/aws.pem", "CLOUD_BACKUP_CA_FILE": "/etc/ca.pem"]).caFile, "/etc/ca.pem")
+    }
+
+    func testTheBundleIsTheSystemStoreThenTheCAFile() throws {
+        let system = "\(directory)/system.crt"
+        try "-----BEGIN CERTIFICATE-----\nSYSTEM\n-----END CERTIFICATE-----".write(toFile: system, atomically: true, encoding: .utf8)
+        try pem.write(toFile: "\(directory)/ca.pem", atomically: true, encoding: .utf8)
+        let trust = TLSTrust(caFile: "\(directory)/ca.pem")
+        let bundle = try XCTUnwrap(trust.bundle(host: "hc.example:443", systemBundles: ["\(directory)/missing.crt", system]))
+        XCTAssertEqual(String(decoding: bundle, as: UTF8.self), "-----BEGIN CERTIFICATE-----\nSYSTEM\n-----END CERTIFICATE-----\n" + pem)
+        XCTAssertNil(try TLSTrust.systemOnly.bundle(host: "hc.example:443"), "no CA file: URLSession's default, untouched")
+    }
+
+    func testACAFileThatCannotBeUsedIsAnErrorNamingTheSettingAndTheHost() throws {
+        try "not a certificate\n".write(toFile: "\(directory)/notes.txt", atomically: true, encoding: .utf8)
+        for (file, reason) in [("\(directory)/missing.pem", "cannot be read (No such file or directory)"),
+                               ("\(directory)/notes.txt", "holds no PEM certificate")] {
+            XCTAssertThrowsError(try TLSTrust(caFile: file).bundle(host: "hc.example:8443")) { error in
+                let failure = error as? HTTPTransport.Failure
+                XCTAssertEqual(failure?.isTLS, true)
+                XCTAssertTrue(failure?.description.hasPrefix("CLOUD_BACKUP_CA_FILE=\(file) \(reason)") == true, "\(error)")
+                XCTAssertTrue(failure?.description.contains("hc.example:8443") == true, "\(error)")
+            }
+        }
+    }
+
+    /// Over plain HTTP the CA file is not read: a broken one costs nothing there.
+    func testPlainHTTPDoesNotReadTheCAFile() throws {
+        let server = try LoopbackServer { connection, _ in
+            guard LoopbackServer.readRequest(connection) != nil else { return }
+            LoopbackServer.write(connection, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        }
+        defer { server.stop() }
+        let answer = try HTTPClient.exchange(url: URL(string: "http://127.0.0.1:\(server.port)/")!, body: nil, timeout: 2,
+                                             trust: TLSTrust(caFile: "\(directory)/missing.pem"))
+        XCTAssertEqual(answer.status, 200)
+    }
+}

@@ -191,6 +191,89 @@ final class ProcessRunnerTests: XCTestCase {
         XCTAssertEqual(shellQuoted("it's"), "'it'\\''s'")
         XCTAssertEqual(shellQuoted(""), "''")
     }
+
+    /// Why the runner is posix_spawn with POSIX_SPAWN_SETSIGMASK (docs/design.md#process-runner): a
+    /// Dispatch worker thread is reused by whatever runs on it next, and a child inherits the spawning
+    /// thread's signal mask across exec. Here a worker blocks SIGINT (as a library may, for its own
+    /// signal handling) and then starts children of programs that keep the mask they get (grep, sleep;
+    /// a shell would clear it itself): a plain posix_spawn gives the child SIGINT blocked (the behaviour
+    /// the runner depends on undoing: restic would never see the SIGINT that makes it remove its lock),
+    /// the runner gives it an empty mask, and SIGINT stops it.
+    func testAChildStartedFromADispatchWorkerThatBlocksSIGINTStillGetsSIGINT() throws {
+        final class Outcome: @unchecked Sendable {
+            var plainMask: UInt64?
+            var runnerMask: UInt64?
+            var runnerResult: ProcessResult?
+            var problem: String?
+        }
+        @Sendable func mask(_ text: String) -> UInt64? {
+            UInt64(text.split(separator: "\t").last?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "", radix: 16)
+        }
+        let outcome = Outcome()
+        let done = DispatchSemaphore(value: 0)
+        let runner = self.runner
+        let environment = self.environment
+        let maskFile = NSTemporaryDirectory() + "sigmask-\(UUID().uuidString.prefix(8))"
+        defer { unlink(maskFile) }
+        DispatchQueue.global().async {
+            defer { done.signal() }
+            var blocked = sigset_t()
+            sigemptyset(&blocked)
+            sigaddset(&blocked, SIGINT)
+            var previous = sigset_t()
+            pthread_sigmask(SIG_BLOCK, &blocked, &previous)
+            // The worker goes back to the pool as it came.
+            defer { pthread_sigmask(SIG_SETMASK, &previous, nil) }
+
+            // A plain posix_spawn (no attributes), as a spawner that does not reset the mask.
+            let arguments = ["grep", "^SigBlk", "/proc/self/status"]
+            var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+            defer { argv.forEach { free($0) } }
+            var actions = posix_spawn_file_actions_t()
+            posix_spawn_file_actions_init(&actions)
+            defer { posix_spawn_file_actions_destroy(&actions) }
+            posix_spawn_file_actions_addopen(&actions, 1, maskFile, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+            var pid: pid_t = 0
+            guard posix_spawnp(&pid, "grep", &actions, nil, &argv, environ) == 0 else {
+                outcome.problem = "posix_spawn failed"
+                return
+            }
+            var status: Int32 = 0
+            _ = waitpid(pid, &status, 0)
+            outcome.plainMask = mask((try? String(contentsOfFile: maskFile, encoding: .utf8)) ?? "")
+
+            // The runner, from the same thread.
+            do {
+                let masks = try runner.run(ProcessSpec(executable: "grep", arguments: ["^SigBlk", "/proc/self/status"], environment: environment))
+                outcome.runnerMask = mask(masks.standardOutput)
+                let child = try runner.launch(ProcessSpec(executable: "sleep", arguments: ["30"], environment: environment,
+                                                          standardOutput: .discard, standardError: .discard))
+                Thread.sleep(forTimeInterval: 0.2)
+                child.send(SIGINT)
+                outcome.runnerResult = waitForExitWithin(child, seconds: 5)
+            } catch {
+                outcome.problem = "\(error)"
+            }
+        }
+        XCTAssertEqual(done.wait(timeout: .now() + 20), .success)
+        XCTAssertNil(outcome.problem)
+        let sigint = UInt64(1) << (UInt64(SIGINT) - 1)
+        XCTAssertEqual(outcome.plainMask.map { $0 & sigint }, sigint, "a plain posix_spawn hands the worker's blocked SIGINT to the child")
+        XCTAssertEqual(outcome.runnerMask.map { $0 & 0x7fff_ffff }, 0, "the runner's child starts with no standard signal blocked")
+        XCTAssertEqual(outcome.runnerResult?.status, .signaled(SIGINT), "SIGINT reached the runner's child")
+    }
+}
+
+/// Waits for a child with a deadline, then kills it (so a child that ignores signals fails the test, not the suite).
+func waitForExitWithin(_ process: any RunningProcess, seconds: Double) -> ProcessResult? {
+    let end = Date().addingTimeInterval(seconds)
+    while Date() < end {
+        if process.hasExited { return process.wait() }
+        Thread.sleep(forTimeInterval: 0.02)
+    }
+    process.send(SIGKILL)
+    _ = process.wait()
+    return nil
 }
 
 final class ResultBox: @unchecked Sendable {

@@ -2,7 +2,9 @@
 `config` in a terminal (`run -t`) with the device code approved at the test OpenID provider, the server
 container, a backup through `exec --user user` (ofelia's job-exec), snapshots, check-refresh-token, and a
 stop that leaves no lock. The Ceph RGW (S3 + STS) and the provider run on the host's loopback
-(Tests/Fixtures), the containers use `--network host`. Secrets reach the containers through --env-file.
+(Tests/Fixtures), over HTTPS with a test CA (test_ca.py) that the containers trust through
+CLOUD_BACKUP_CA_FILE (a mounted file), then through the image's system store alone; the containers use
+`--network host`. Secrets reach the containers through --env-file.
 """
 import json
 import os
@@ -10,6 +12,7 @@ import re
 import select
 import secrets
 import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -25,37 +28,45 @@ from test_container import (HOME, IMAGE, PREFIX, ROOT, TOKEN, VM_HOSTNAME, free_
 from test_container import recorder, workspace  # noqa: F401  (module-scoped fixtures shared with this file)
 
 RGW = ROOT / "Tests/Fixtures/ceph/rgw.sh"
+# Where the test CA is mounted for CLOUD_BACKUP_CA_FILE, and the image's system bundle (ca-certificates).
+CA_IN_CONTAINER = "/etc/cloud-backup/ca.pem"
+SYSTEM_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 
 @pytest.fixture(scope="module")
 def infn_world(tmp_path_factory):
     work = tmp_path_factory.mktemp("infn")
     rgw_dir = work / "rgw"
-    subprocess.run([str(RGW), "start", str(rgw_dir)], check=True, capture_output=True, timeout=300)
+    tls = work / "tls"
+    subprocess.run([sys.executable, str(ROOT / "Tests/Fixtures/test_ca.py"), str(tls)], check=True, capture_output=True, timeout=60)
+    subprocess.run([str(RGW), "start", "--tls", str(tls), str(rgw_dir)], check=True, capture_output=True, timeout=300)
     env = json.loads((rgw_dir / "env.json").read_text())
     ready = work / "idp.port"
     idp = subprocess.Popen([sys.executable, str(ROOT / "Tests/Fixtures/oidc_provider.py"), "--state-dir", str(work / "idp"),
-                            "--ready-file", str(ready), "--cert-file", str(work / "idp-cert.pem"), "--interval", "1"],
+                            "--ready-file", str(ready), "--cert-file", str(work / "idp-cert.pem"), "--interval", "1",
+                            "--tls", str(tls)],
                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         port = int(wait_until(lambda: ready.exists() and ready.read_text().strip(), 20, 0.05, "the OpenID provider"))
-        issuer = f"http://127.0.0.1:{port}"
+        issuer = f"https://127.0.0.1:{port}"
         subprocess.run([str(RGW), "sts-setup", str(rgw_dir), issuer, "object", str(work / "idp-cert.pem"), "IAMaccess"],
                        check=True, capture_output=True, timeout=120)
-        yield {"issuer": issuer, "endpoint": env["endpoint"], "work": work}
+        assert env["endpoint"].startswith("https://"), env["endpoint"]
+        yield {"issuer": issuer, "endpoint": env["endpoint"], "work": work, "ca": tls / "ca.pem"}
     finally:
         idp.terminate()
         idp.wait(timeout=10)
         subprocess.run([str(RGW), "stop", str(rgw_dir)], capture_output=True, timeout=120)
 
 
-def approve(issuer, code):
+def approve(issuer, code, ca):
     data = urllib.parse.urlencode({"user_code": code}).encode()
-    with urllib.request.urlopen(urllib.request.Request(f"{issuer}/test/approve", data=data), timeout=10) as answer:
+    context = ssl.create_default_context(cafile=str(ca))
+    with urllib.request.urlopen(urllib.request.Request(f"{issuer}/test/approve", data=data), timeout=10, context=context) as answer:
         assert answer.status == 200
 
 
-def run_interactive(args, issuer, timeout=180):
+def run_interactive(args, issuer, ca, timeout=180):
     """`podman run -t …`: a terminal for the login; approves the code the container shows."""
     process = subprocess.Popen(["podman", *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT)
@@ -71,7 +82,7 @@ def run_interactive(args, issuer, timeout=180):
             output += chunk
             match = re.search(rb"enter the code:\s*([A-Z0-9-]+)", output)
             if match and not approved:
-                approve(issuer, match.group(1).decode())
+                approve(issuer, match.group(1).decode(), ca)
                 approved = True
         elif process.poll() is not None:
             break
@@ -94,14 +105,16 @@ def test_infn_chain_in_the_image(infn_world, recorder, workspace):
         f"RESTIC_HOST={VM_HOSTNAME}",
         f"BACKUP_CHECK_URL=http://127.0.0.1:{recorder['port']}/{check_id}",
         f"OIDC_TOKEN_CHECK_URL=http://127.0.0.1:{recorder['port']}/{token_id}",
+        f"CLOUD_BACKUP_CA_FILE={CA_IN_CONTAINER}",
     ]) + "\n")
     volume = f"{PREFIX}infn-home-{TOKEN}"
     server = f"{PREFIX}infn-server-{TOKEN}"
     podman("volume", "rm", "--force", volume, check=False)
     podman("volume", "create", volume)
-    common = ["--network", "host", "--env-file", str(env_file), "--volume", f"{volume}:{HOME}"]
+    common = ["--network", "host", "--env-file", str(env_file), "--volume", f"{volume}:{HOME}",
+              "--volume", f"{infn_world['ca']}:{CA_IN_CONTAINER}:ro"]
     try:
-        code, output = run_interactive(["run", "--rm", "-t", *common, IMAGE, "config"], infn_world["issuer"])
+        code, output = run_interactive(["run", "--rm", "-t", *common, IMAGE, "config"], infn_world["issuer"], infn_world["ca"])
         assert code == 0, output
         for line in ("✓ logged in", "✓ storage reachable", "✓ repository created"):
             assert line in output, output
@@ -132,6 +145,22 @@ def test_infn_chain_in_the_image(infn_world, recorder, workspace):
         assert time.monotonic() - started < 10
         logs = podman("logs", server).stderr
         assert "REST server stopped" in logs, logs
+
+        # Through the image's system store alone: its bundle with the test CA added, CLOUD_BACKUP_CA_FILE
+        # unset. The account made with the CA file follows (no new login); rclone, restic and the tool
+        # trust the system's bundle.
+        bundle = infn_world["work"] / "system-bundle.pem"
+        image_bundle = podman("run", "--rm", "--network", "none", "--entrypoint", "cat", IMAGE, SYSTEM_BUNDLE).stdout
+        assert "BEGIN CERTIFICATE" in image_bundle
+        bundle.write_text(image_bundle + infn_world["ca"].read_text())
+        os.chmod(bundle, 0o644)
+        system_env = infn_world["work"] / "infn-system.env"
+        system_env.write_text("".join(line + "\n" for line in env_file.read_text().splitlines() if not line.startswith("CLOUD_BACKUP_CA_FILE=")))
+        system = podman("run", "--rm", "--network", "host", "--hostname", VM_HOSTNAME, "--env-file", str(system_env),
+                        "--volume", f"{volume}:{HOME}", "--volume", f"{bundle}:{SYSTEM_BUNDLE}:ro",
+                        "--volume", f"{workspace / 'data'}:/backup/dir1:ro", IMAGE, "backup", "/backup/dir1", check=False, timeout=300)
+        assert system.returncode == 0, system.stdout + system.stderr
+        assert "now verifies the identity provider with the system's CA store" in system.stderr, system.stderr
     finally:
         remove_container(server)
         podman("volume", "rm", "--force", volume, check=False)

@@ -218,16 +218,23 @@ final class PingRecorder {
         var body: String
     }
 
-    init(in sandbox: Sandbox, arguments: [String] = []) throws {
+    /// Serves HTTPS when `tls` names a directory made by Tests/Fixtures/test_ca.py (its server.pem and
+    /// server-key.pem; clients trust its ca.pem).
+    let scheme: String
+
+    init(in sandbox: Sandbox, arguments: [String] = [], tls: String? = nil) throws {
         record = "\(sandbox.root)/pings-\(UUID().uuidString.prefix(6)).jsonl"
         let ready = record + ".port"
-        process = try sandbox.launchProgram("python3", ["\(Sandbox.fixtures)/ping_recorder.py", record, "--ready-file", ready] + arguments, log: "ping-recorder")
+        scheme = tls == nil ? "http" : "https"
+        let tlsArguments = tls.map { ["--tls", $0] } ?? []
+        process = try sandbox.launchProgram("python3", ["\(Sandbox.fixtures)/ping_recorder.py", record, "--ready-file", ready] + tlsArguments + arguments,
+                                            log: "ping-recorder")
         try waitFor("the ping recorder", seconds: 15) { FileManager.default.fileExists(atPath: ready) }
         port = Int(try String(contentsOfFile: ready, encoding: .utf8)) ?? 0
     }
 
     func url(check: String = "2b8a4c0e-1d2f-4e5a-9b6c-7d8e9f0a1b2c") -> String {
-        "http://127.0.0.1:\(port)/ping/\(check)"
+        "\(scheme)://127.0.0.1:\(port)/ping/\(check)"
     }
 
     var pings: [Ping] {

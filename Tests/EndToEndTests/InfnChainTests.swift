@@ -5,11 +5,20 @@ import XCTest
 /// The INFN Cloud chain with real parts: Ceph RGW (S3 + STS) from Debian's packages, real oidc-agent
 /// 4.2.6, and the test OpenID provider (Tests/Fixtures/oidc_provider.py) approving device codes as a
 /// person would. One cluster and one provider serve the whole class; each test has its own sandbox.
+/// Everything speaks HTTPS, as INFN's services do: the RGW (S3 and STS), the provider and the ping
+/// recorder serve certificates of a test CA (Tests/Fixtures/test_ca.py) that every client trusts
+/// through CLOUD_BACKUP_CA_FILE alone.
 final class InfnChainTests: XCTestCase {
     /// Started once for the class (a Ceph cold start takes ~20 s).
     final class World: @unchecked Sendable {
         let directory: String
         let rgwDirectory: String
+        /// The test CA (ca.pem), the servers' certificate (server.pem, server-key.pem) and an unrelated CA (other-ca.pem).
+        let tlsDirectory: String
+        var caFile: String { tlsDirectory + "/ca.pem" }
+        var otherCAFile: String { tlsDirectory + "/other-ca.pem" }
+        /// What the tests' own requests to the provider trust.
+        var trust: TLSTrust { TLSTrust(caFile: caFile) }
         var endpoint = ""
         var accessKey = ""
         var secretKey = ""
@@ -22,6 +31,7 @@ final class InfnChainTests: XCTestCase {
         init() throws {
             directory = NSTemporaryDirectory() + "cloud-backup-e2e/infn-world-\(UUID().uuidString.prefix(8))"
             rgwDirectory = directory + "/rgw"
+            tlsDirectory = directory + "/tls"
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         }
 
@@ -34,13 +44,15 @@ final class InfnChainTests: XCTestCase {
         }
 
         func start() throws {
-            _ = try script(["start", rgwDirectory])
+            let certificates = try runner.run(ProcessSpec(executable: "python3", arguments: ["\(Sandbox.fixtures)/test_ca.py", tlsDirectory], environment: environment))
+            guard certificates.status.isSuccess else { throw CloudBackupError.internalError("test_ca.py: \(certificates.standardError)") }
+            _ = try script(["start", "--tls", tlsDirectory, rgwDirectory])
             let env = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: rgwDirectory + "/env.json"))) as? [String: Any] ?? [:]
             endpoint = env["endpoint"] as? String ?? ""
             accessKey = env["access_key"] as? String ?? ""
             secretKey = env["secret_key"] as? String ?? ""
             try startIdentityProvider(port: 0)
-            issuer = "http://127.0.0.1:\(idpPort)"
+            issuer = "https://127.0.0.1:\(idpPort)"
             _ = try script(["sts-setup", rgwDirectory, issuer, "object", directory + "/idp-cert.pem", "IAMaccess"])
         }
 
@@ -52,6 +64,7 @@ final class InfnChainTests: XCTestCase {
             let spec = ProcessSpec(executable: "sh", arguments: ["-c", "exec \"$0\" \"$@\" >>\(directory)/idp.log 2>&1", "python3",
                                                                  "\(Sandbox.fixtures)/oidc_provider.py", "--state-dir", directory + "/idp",
                                                                  "--ready-file", ready, "--cert-file", directory + "/idp-cert.pem", "--port", "\(port)",
+                                                                 "--tls", tlsDirectory,
                                                                  "--refresh-lifetime", "\(30 * 86_400)", "--interval", "1"],
                                    environment: environment, standardOutput: .discard, standardError: .discard)
             idp = try runner.launch(spec)
@@ -77,17 +90,17 @@ final class InfnChainTests: XCTestCase {
         /// Approves a device code at the provider, as the user would in a browser.
         func approve(_ code: String) throws {
             let answer = try HTTPClient.exchange(url: URL(string: "\(issuer)/test/approve")!, body: Data("user_code=\(code)".utf8),
-                                                 contentType: "application/x-www-form-urlencoded", timeout: 10, answerLimit: 4096)
+                                                 contentType: "application/x-www-form-urlencoded", timeout: 10, answerLimit: 4096, trust: trust)
             XCTAssertEqual(answer.status, 200, answer.body)
         }
 
         func setMode(_ mode: String) throws {
             _ = try HTTPClient.exchange(url: URL(string: "\(issuer)/test/mode")!, body: Data("mode=\(mode)".utf8),
-                                        contentType: "application/x-www-form-urlencoded", timeout: 10, answerLimit: 4096)
+                                        contentType: "application/x-www-form-urlencoded", timeout: 10, answerLimit: 4096, trust: trust)
         }
 
         func deviceCodesIssued() throws -> Int {
-            let answer = try HTTPClient.exchange(url: URL(string: "\(issuer)/test/state")!, body: nil, timeout: 10, answerLimit: 4 << 20)
+            let answer = try HTTPClient.exchange(url: URL(string: "\(issuer)/test/state")!, body: nil, timeout: 10, answerLimit: 4 << 20, trust: trust)
             let state = try JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [String: Any]
             return (state?["device_codes"] as? [String: Any])?.count ?? (state?["device_codes"] as? [Any])?.count ?? 0
         }
@@ -123,7 +136,7 @@ final class InfnChainTests: XCTestCase {
         }
         self.world = world
         sandbox = try Sandbox(name)
-        pings = try PingRecorder(in: sandbox)
+        pings = try PingRecorder(in: sandbox, tls: world.tlsDirectory)
         let user = "user\(UUID().uuidString.prefix(6).lowercased())"
         sandbox.environment.merge([
             "AAI_USER": user,
@@ -134,6 +147,8 @@ final class InfnChainTests: XCTestCase {
             "OIDC_TOKEN_CHECK_URL": pings.url(check: "44444444-4444-4444-8444-444444444444"),
             "BACKUP_CHECK_URL": pings.url(check: "55555555-5555-4555-8555-555555555555"),
             "OIDC_CONFIG_DIR": sandbox.root + "/home/.config/oidc-agent",
+            // The one setting: oidc-agent, rclone, restic and the tool's own requests all trust it.
+            "CLOUD_BACKUP_CA_FILE": world.caFile,
         ]) { $1 }
         sandbox.environment.removeValue(forKey: "RCLONE_CONFIG")
         try FileManager.default.createDirectory(atPath: sandbox.root + "/home/.config/oidc-agent", withIntermediateDirectories: true,
@@ -192,6 +207,7 @@ final class InfnChainTests: XCTestCase {
     }
 
     func testConfigThenServerBackupSnapshotsForgetAndRefreshTokenCheck() throws {
+        XCTAssertTrue(world.issuer.hasPrefix("https://") && world.endpoint.hasPrefix("https://"), "\(world.issuer) \(world.endpoint)")
         let first = try interactive("config")
         XCTAssertEqual(first.code, 0, first.output)
         for line in ["To log in, open in any browser:", "✓ logged in", "✓ login valid until", "✓ storage reachable: infncloud:/",
@@ -456,6 +472,59 @@ final class InfnChainTests: XCTestCase {
         XCTAssertEqual(again.status, .exited(0), again.standardError)
         assertPrivate(state)
         assertPrivate(sandbox.root + "/home/.config/rclone")
+    }
+
+    /// One setting, CLOUD_BACKUP_CA_FILE, for every TLS client of the chain; a CA that did not sign the
+    /// servers' certificates is named with the host it failed for and the setting: exit 77 for the
+    /// login (oidc-agent, STS). The account's CA bundle follows the setting, without a new login.
+    func testTheCAFileIsTheOneTLSSettingAndAWrongOneIsNamed() throws {
+        // Pings under a wrong CA are HttpsPingTests' (each failing one is retried for seconds).
+        sandbox.environment.removeValue(forKey: "BACKUP_CHECK_URL")
+        let first = try interactive("config")
+        XCTAssertEqual(first.code, 0, first.output)
+        try sandbox.writeData(files: 2)
+        let idp = "127.0.0.1:\(world.idpPort)"
+        let rgw = String(world.endpoint.dropFirst("https://".count))
+
+        // A wrong CA for the login: the account (made with the right one) is left as it is.
+        let wrong = try sandbox.run(["backup", sandbox.data], ["CLOUD_BACKUP_CA_FILE": world.otherCAFile])
+        XCTAssertEqual(wrong.status, .exited(77), wrong.standardError)
+        for part in ["oidc-agent cannot use CLOUD_BACKUP_CA_FILE=\(world.otherCAFile): the identity provider \(world.issuer) cannot be trusted",
+                     "the certificate of \(idp) is not trusted", "the account is unchanged (it still uses \(world.caFile))"] {
+            XCTAssertTrue(wrong.standardError.contains(part), "missing «\(part)» in:\n\(wrong.standardError)")
+        }
+
+        // Unset: the system's store, which does not hold the test CA: named the same way.
+        let system = try sandbox.run(["backup", sandbox.data], removing: ["CLOUD_BACKUP_CA_FILE"])
+        XCTAssertEqual(system.status, .exited(77), system.standardError)
+        for part in ["oidc-agent cannot use the system's CA store (CLOUD_BACKUP_CA_FILE is not set): the identity provider \(world.issuer) cannot be trusted",
+                     "the certificate of \(idp) is not trusted", "CLOUD_BACKUP_CA_FILE"] {
+            XCTAssertTrue(system.standardError.contains(part), "missing «\(part)» in:\n\(system.standardError)")
+        }
+
+        // The STS call, as rclone runs the credential process (the agent, holding the account, still
+        // trusts the right CA): exit 77 naming the storage's host and the setting.
+        let socket = InfnSettings.agentSocket(stateDirectory: "\(sandbox.root)/state")
+        let sts = try sandbox.run(["aws-credential-process"], ["OIDC_SOCK": socket, "CLOUD_BACKUP_CA_FILE": world.otherCAFile])
+        XCTAssertEqual(sts.status, .exited(77), sts.standardError)
+        for part in ["cannot reach the storage's STS at \(world.endpoint)", "the certificate of \(rgw) is not trusted",
+                     "CLOUD_BACKUP_CA_FILE=\(world.otherCAFile)"] {
+            XCTAssertTrue(sts.standardError.contains(part), "missing «\(part)» in:\n\(sts.standardError)")
+        }
+
+        // The same certificates in another file: the account follows the setting, without a login.
+        let copy = world.directory + "/ca-copy-\(UUID().uuidString.prefix(4)).pem"
+        try FileManager.default.copyItem(atPath: world.caFile, toPath: copy)
+        let flows = try world.deviceCodesIssued()
+        let moved = try sandbox.run(["backup", sandbox.data], ["CLOUD_BACKUP_CA_FILE": copy])
+        XCTAssertEqual(moved.status, .exited(0), moved.standardError)
+        XCTAssertTrue(moved.standardError.contains("the oidc-agent account infncloud now verifies the identity provider with CLOUD_BACKUP_CA_FILE=\(copy) (it used \(world.caFile))"),
+                      moved.standardError)
+        XCTAssertEqual(try world.deviceCodesIssued(), flows, "no new device flow")
+        assertPrivate(sandbox.root + "/home/.config/oidc-agent")
+        let again = try sandbox.run(["backup", sandbox.data], ["CLOUD_BACKUP_CA_FILE": copy])
+        XCTAssertEqual(again.status, .exited(0), again.standardError)
+        XCTAssertFalse(again.standardError.contains("now verifies"), "once per change: \(again.standardError)")
     }
 
     func testReauthRenewsTheLogin() throws {

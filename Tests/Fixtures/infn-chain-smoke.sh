@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# End-to-end smoke test of the INFN Cloud login chain with the real tools, all on 127.0.0.1:
-#   Ceph RGW (ceph/rgw.sh) + test IdP (oidc_provider.py) -> oidc-agent 4.2.6 (own socket) ->
-#   oidc-gen device flow (approved at the IdP's test endpoint) -> oidc-gen -p (refresh token, exp) ->
-#   oidc-token --aud -> STS AssumeRoleWithWebIdentity on RGW -> rclone mkdir/copy/lsjson with the
-#   temporary keys -> restic init + backup + snapshots to s3:http://127.0.0.1:PORT/BUCKET/...
+# End-to-end smoke test of the INFN Cloud login chain with the real tools, all on 127.0.0.1 and all
+# over HTTPS (a test CA from test_ca.py, as INFN's services are HTTPS):
+#   Ceph RGW (ceph/rgw.sh --tls) + test IdP (oidc_provider.py --tls) -> oidc-agent 4.2.6 (own socket) ->
+#   oidc-gen device flow (approved at the IdP's test endpoint, --cert-path = the test CA) -> oidc-gen -p
+#   (refresh token, exp) -> oidc-token --aud -> STS AssumeRoleWithWebIdentity on RGW -> rclone
+#   mkdir/copy/lsjson with the temporary keys -> restic init + backup + snapshots to
+#   s3:https://127.0.0.1:PORT/BUCKET/... (rclone and restic trust the CA through SSL_CERT_FILE, which
+#   Go adds to the system's certificate directories)
 #
 # Usage: infn-chain-smoke.sh [RGW_DIR]
 #   RGW_DIR absent: a fresh cluster in a temporary directory, removed at the end.
 #   RGW_DIR given:  bootstrapped there if empty/missing, restarted with its data otherwise; kept at the
 #                   end (stopped), so a second run exercises the restart path and re-reads the restic
-#                   repository of the previous run.
+#                   repository of the previous run. The test CA is kept with it, in RGW_DIR/tls.
 # Env: AUDIENCE (object), ROLE (IAMaccess), ACCOUNT (infncloud-test), REFRESH_LIFETIME (2592000 s),
 #      KEEP_WORK=1 keeps the work directory (IdP state, logs) for inspection.
 # Every process it starts is stopped by PID on exit (success or failure). Secrets (account password,
@@ -33,6 +36,8 @@ if [ -n "${1:-}" ]; then
 else
     RGW_DIR="$WORK/rgw"; OWN_RGW_DIR=1
 fi
+TLS_DIR="$RGW_DIR/tls"   # the RGW's ceph.conf names its certificate there: kept with the cluster
+CA="$TLS_DIR/ca.pem"
 IDP_PID= AGENT_PID= GEN_PID= RGW_STARTED=0
 declare -a TIMINGS=()
 
@@ -82,10 +87,11 @@ trap 'exit 130' INT TERM
 T_ALL=$(t_now)
 
 # ---- 1. Ceph RGW ---------------------------------------------------------------------------------
-say "1. Ceph RGW in $RGW_DIR"
+say "1. Ceph RGW in $RGW_DIR (HTTPS, test CA $CA)"
 t=$(t_now)
+"$PY" "$HERE/test_ca.py" "$TLS_DIR" > /dev/null
 RGW_STARTED=1
-"$RGW" start "$RGW_DIR" > "$WORK/rgw-start.json"
+"$RGW" start --tls "$TLS_DIR" "$RGW_DIR" > "$WORK/rgw-start.json"
 ENDPOINT=$(jq -r .endpoint "$RGW_DIR/env.json")
 START_MODE=$(jq -r .start_mode "$RGW_DIR/env.json")
 record "rgw start ($START_MODE)" "$(t_since "$t")"
@@ -94,13 +100,13 @@ echo "S3 endpoint $ENDPOINT, pids $(jq -c .pids "$RGW_DIR/env.json")"
 # ---- 2. test IdP ---------------------------------------------------------------------------------
 say "2. test OpenID Connect provider"
 t=$(t_now)
-"$PY" "$HERE/oidc_provider.py" --state-dir "$WORK/idp" --ready-file "$WORK/idp.port" \
+"$PY" "$HERE/oidc_provider.py" --state-dir "$WORK/idp" --ready-file "$WORK/idp.port" --tls "$TLS_DIR" \
     --cert-file "$WORK/idp-cert.pem" --refresh-lifetime "$REFRESH_LIFETIME" \
     > "$WORK/idp.stdout" 2> "$WORK/idp.stderr" &
 IDP_PID=$!
 for i in $(seq 1 100); do [ -s "$WORK/idp.port" ] && break; kill -0 "$IDP_PID" || { cat "$WORK/idp.stderr"; exit 1; }; sleep 0.1; done
-ISSUER="http://127.0.0.1:$(cat "$WORK/idp.port")"
-curl -sf "$ISSUER/.well-known/openid-configuration" > /dev/null
+ISSUER="https://127.0.0.1:$(cat "$WORK/idp.port")"
+curl -sf --cacert "$CA" "$ISSUER/.well-known/openid-configuration" > /dev/null
 record "IdP start" "$(t_since "$t")"
 echo "issuer $ISSUER (pid $IDP_PID)"
 
@@ -125,10 +131,10 @@ record "oidc-agent start" "$(t_since "$t")"
 echo "oidc-agent pid $AGENT_PID socket $OIDC_SOCK"
 
 # ---- 5. oidc-gen, device flow --------------------------------------------------------------------
-say "5. oidc-gen $ACCOUNT --flow=device (dynamic registration), approved at the IdP"
+say "5. oidc-gen $ACCOUNT --flow=device (dynamic registration, --cert-path=test CA), approved at the IdP"
 export SMOKE_ACCOUNT_PW; SMOKE_ACCOUNT_PW=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
 t=$(t_now)
-oidc-gen "$ACCOUNT" --iss="$ISSUER" --flow=device --scope="openid profile email offline_access" \
+oidc-gen "$ACCOUNT" --iss="$ISSUER" --flow=device --scope="openid profile email offline_access" --cert-path="$CA" \
     --pw-env=SMOKE_ACCOUNT_PW --confirm-default --prompt=none --no-url-call \
     </dev/null > "$WORK/oidc-gen.stdout" 2> "$WORK/oidc-gen.stderr" &
 GEN_PID=$!
@@ -141,7 +147,7 @@ for i in $(seq 1 300); do
 done
 [ -n "$CODE" ] || { echo "no user code from oidc-gen:"; cat "$WORK/oidc-gen.stdout" "$WORK/oidc-gen.stderr"; exit 1; }
 echo "user code $CODE (after $(t_since "$t") s); approving it as the user would"
-curl -sf --data-urlencode "user_code=$CODE" "$ISSUER/test/approve"; echo
+curl -sf --cacert "$CA" --data-urlencode "user_code=$CODE" "$ISSUER/test/approve"; echo
 rc=0; wait "$GEN_PID" || rc=$?
 GEN_PID=
 cat "$WORK/oidc-gen.stdout"
@@ -178,7 +184,7 @@ echo "access token claims: $("$PY" "$HELPER" jwt-payload < "$WORK/access_token" 
 say "8. STS AssumeRoleWithWebIdentity on $ENDPOINT"
 t=$(t_now)
 # The token goes in the POST body from a file (no trailing newline: RGW answers 403 otherwise).
-curl -s -X POST "$ENDPOINT/" \
+curl -s --cacert "$CA" -X POST "$ENDPOINT/" \
     -d Action=AssumeRoleWithWebIdentity -d Version=2011-06-15 \
     --data-urlencode "RoleArn=arn:aws:iam:::role/$ROLE" -d "RoleSessionName=$ROLE" \
     --data-urlencode "WebIdentityToken@$WORK/access_token" -d DurationSeconds=900 > "$WORK/sts-response.xml"
@@ -193,6 +199,8 @@ ST=$(jq -r .SessionToken "$WORK/sts-creds.json")
 say "9. rclone (S3 remote, provider Ceph, temporary keys from env) on bucket $BUCKET"
 : > "$WORK/rclone.conf"
 export RCLONE_CONFIG="$WORK/rclone.conf"
+# rclone's --ca-cert (RCLONE_CA_CERT) would replace the system's CAs; SSL_CERT_FILE adds the test CA.
+export SSL_CERT_FILE="$CA"
 export RCLONE_CONFIG_INFNTEST_TYPE=s3 RCLONE_CONFIG_INFNTEST_PROVIDER=Ceph \
     RCLONE_CONFIG_INFNTEST_ENDPOINT="$ENDPOINT" RCLONE_CONFIG_INFNTEST_ENV_AUTH=false \
     RCLONE_CONFIG_INFNTEST_ACCESS_KEY_ID="$AK" RCLONE_CONFIG_INFNTEST_SECRET_ACCESS_KEY="$SK" \

@@ -2,12 +2,14 @@
 """A test OpenID Connect provider (INDIGO-IAM-like) for oidc-agent 4.2.6 and Ceph RGW STS.
 
 Usage: oidc_provider.py [--port N] [--ready-file PATH] [--state-dir DIR] [--cert-file PATH]
-                        [--refresh-lifetime S] [--access-lifetime S] [--device-lifetime S]
+                        [--tls DIR] [--refresh-lifetime S] [--access-lifetime S] [--device-lifetime S]
                         [--interval S] [--default-audience AUD] [--sub NAME]
 
-Listens on 127.0.0.1 only. Issuer = http://127.0.0.1:PORT (no trailing slash). --port 0 (default) picks
-a free port; the port number alone is written to --ready-file (atomically) once the server answers.
-Needs only the Python standard library and `cryptography`.
+Listens on 127.0.0.1 only. Issuer = http://127.0.0.1:PORT (no trailing slash), or https://127.0.0.1:PORT
+with --tls DIR: TLS with DIR/server.pem and DIR/server-key.pem, as `test_ca.py DIR` writes them (clients
+trust DIR/ca.pem). --port 0 (default) picks a free port; the port number alone is written to
+--ready-file (atomically) once the server answers. Needs only the Python standard library and
+`cryptography`.
 
 Endpoints (all paths below the issuer):
   GET  /.well-known/openid-configuration   discovery
@@ -48,6 +50,8 @@ import json
 import os
 import secrets
 import signal
+import ssl
+import sys
 import tempfile
 import threading
 import time
@@ -576,12 +580,27 @@ def handler_class(p):
 ROUTES = {}
 
 
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    provider = None
+
+    def handle_error(self, request, client_address):
+        """A client that rejects our certificate (a wrong CA) ends the handshake: one event line, not a
+        traceback; anything else as usual."""
+        error = sys.exc_info()[1]
+        if isinstance(error, (ssl.SSLError, ConnectionResetError, BrokenPipeError)):
+            self.provider.event(method="", path="", status=0, error="tls: %s" % error)
+            return
+        super().handle_error(request, client_address)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--ready-file")
     parser.add_argument("--state-dir")
     parser.add_argument("--cert-file", help="also copy the signing certificate (PEM) here")
+    parser.add_argument("--tls", metavar="DIR", help="serve HTTPS with DIR/server.pem and DIR/server-key.pem (test_ca.py DIR)")
     parser.add_argument("--refresh-lifetime", type=int, default=30 * 86400, help="seconds; 0 = no exp")
     parser.add_argument("--access-lifetime", type=int, default=3600)
     parser.add_argument("--device-lifetime", type=int, default=600)
@@ -593,10 +612,18 @@ def main():
     state_dir = args.state_dir or tempfile.mkdtemp(prefix="oidc-provider-")
     os.makedirs(state_dir, mode=0o700, exist_ok=True)
     provider = Provider(args, state_dir)
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), handler_class(provider))
-    server.daemon_threads = True
+    server = Server(("127.0.0.1", args.port), handler_class(provider))
+    server.provider = provider
     port = server.server_address[1]
-    provider.issuer = "http://127.0.0.1:%d" % port
+    scheme = "http"
+    if args.tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(os.path.join(args.tls, "server.pem"), os.path.join(args.tls, "server-key.pem"))
+        # The handshake happens in the request's thread (on its first read), not in accept(): a client
+        # that connects and never speaks TLS, or rejects the certificate, cannot stall the others.
+        server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+        scheme = "https"
+    provider.issuer = "%s://127.0.0.1:%d" % (scheme, port)
     if args.cert_file:
         with open(provider.cert_path, "rb") as f:
             write_private(args.cert_file, f.read(), 0o644)
@@ -615,7 +642,8 @@ def main():
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     info = {"issuer": provider.issuer, "port": port, "pid": os.getpid(), "state_dir": state_dir,
-            "cert_file": args.cert_file or provider.cert_path, "thumbprint": provider.thumbprint}
+            "cert_file": args.cert_file or provider.cert_path, "thumbprint": provider.thumbprint,
+            "ca_file": os.path.join(args.tls, "ca.pem") if args.tls else None}
     write_private(os.path.join(state_dir, "provider.json"), json.dumps(info, indent=1))
     if args.ready_file:
         write_private(args.ready_file, str(port), 0o644)

@@ -2,7 +2,7 @@
 """A Healthchecks ping endpoint for tests: answers like a real Healthchecks server and records every ping.
 
 Usage: ping_recorder.py RECORD_FILE [--port N] [--body-limit N] [--delay SECONDS] [--status CODE]
-                        [--ready-file PATH]
+                        [--ready-file PATH] [--tls DIR]
 
 Listens on 127.0.0.1 only (port 0 = any free port; the chosen port is written to --ready-file).
 Each request is appended to RECORD_FILE as one JSON line:
@@ -11,10 +11,14 @@ Answers as Healthchecks does (docs/design.md#healthchecks): "OK" with a `Ping-Bo
 not /<uuid>[/start|/fail|/log|/<0-255>] or /<ping-key>/<slug>[...] gets 404; a bad `rid` or an exit
 status over 255 gets 400; a body over the limit is cut silently (as the server does).
 --delay makes every answer slow; --status forces an HTTP status (to test retries).
+--tls DIR serves HTTPS with DIR/server.pem and DIR/server-key.pem (made by test_ca.py DIR; clients trust DIR/ca.pem).
+A TLS handshake that fails (a client that does not trust the CA) is not a ping and is not recorded.
 """
 import argparse
 import json
+import os
 import re
+import ssl
 import threading
 import time
 import uuid
@@ -34,6 +38,7 @@ def main():
     parser.add_argument("--delay", type=float, default=0)
     parser.add_argument("--status", type=int, default=0)
     parser.add_argument("--ready-file")
+    parser.add_argument("--tls", metavar="DIR")
     args = parser.parse_args()
     lock = threading.Lock()
 
@@ -96,10 +101,24 @@ def main():
             self.handle_any("HEAD")
 
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    if args.tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(os.path.join(args.tls, "server.pem"), os.path.join(args.tls, "server-key.pem"))
+        # The handshake happens in the request's thread (not in accept), so a client that refuses the
+        # certificate cannot stall the server for the others.
+        server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+
+        def handshake_then_handle(request, client_address, finish=ThreadingHTTPServer.finish_request):
+            try:
+                request.do_handshake()
+            except (ssl.SSLError, OSError):
+                return
+            finish(server, request, client_address)
+
+        server.finish_request = handshake_then_handle
     if args.ready_file:
         with open(args.ready_file + ".tmp", "w") as f:
             f.write(str(server.server_address[1]))
-        import os
         os.rename(args.ready_file + ".tmp", args.ready_file)
     server.serve_forever()
 

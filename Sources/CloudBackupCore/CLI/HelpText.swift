@@ -77,6 +77,8 @@ public enum HelpText {
           PING_TIMEOUT_SECONDS       Timeout of each Healthchecks request (default 10; a ping, retries included,
                                      never delays a job more than 35 s).
           CLOUD_BACKUP_STATE_DIR     Where the tool keeps its state (default ~/.local/state/cloud-backup).
+          CLOUD_BACKUP_CA_FILE       PEM file of a private CA trusted in addition to the system's, by
+                                     cloud-backup, rclone, restic and oidc-agent (AWS_CA_BUNDLE is not passed on).
 
         Any secret above may instead be given as NAME_FILE, a file holding it (Docker secrets).
 

@@ -10,12 +10,18 @@ extension ConfigurationLoader {
     /// restic's three ways to get the repository password.
     public static let repositoryPasswordVariables = ["RESTIC_PASSWORD", "RESTIC_PASSWORD_FILE", "RESTIC_PASSWORD_COMMAND"]
 
-    /// rclone 1.60 fails every S3 call when AWS_CA_BUNDLE is set (docs/design.md#infn-credential-chain);
-    /// the secrets above stay with the one tool they are for; BACKUP_REMOTE may hold an on-the-fly
-    /// remote's keys, which rclone gets as the remote's own variables (`remote.environment`) instead.
-    static func childEnvironment(from environment: [String: String], remote: OnTheFlyRemote? = nil) -> [String: String] {
+    /// rclone 1.60 fails every S3 call when AWS_CA_BUNDLE is set (docs/design.md#infn-credential-chain):
+    /// the CA file in use (`certificateAuthority`, which may come from it) reaches each tool its own way
+    /// instead (`CertificateAuthority`); the secrets above stay with the one tool they are for;
+    /// BACKUP_REMOTE may hold an on-the-fly remote's keys, which rclone gets as the remote's own
+    /// variables (`remote.environment`) instead.
+    static func childEnvironment(from environment: [String: String], remote: OnTheFlyRemote? = nil,
+                                 certificateAuthority: String? = nil) -> [String: String] {
         var child = environment
-        child.removeValue(forKey: "AWS_CA_BUNDLE")
+        child.removeValue(forKey: CertificateAuthority.awsVariable)
+        // Unset or empty (a set one would be `certificateAuthority`): children see it only when it is in use.
+        child.removeValue(forKey: CertificateAuthority.variable)
+        child.merge(CertificateAuthority.childVariables(certificateAuthority)) { $1 }
         child.removeValue(forKey: "BACKUP_REMOTE")
         for name in repositoryPasswordVariables { child.removeValue(forKey: name) }
         for name in fileBackedSecrets {

@@ -82,13 +82,20 @@ public struct Configuration: Sendable {
     /// Each Healthchecks request's timeout; a ping's retries all fit in `pingBudgetSeconds`.
     public var pingTimeoutSeconds: Int
     public var pingBudgetSeconds: Double { min(35, Double(pingTimeoutSeconds) * 3 + 5) }
+    /// The PEM file of CA certificates trusted in addition to the system's store, by every HTTPS client
+    /// (CLOUD_BACKUP_CA_FILE, else AWS_CA_BUNDLE); nil: the system's store alone. How each tool gets it:
+    /// `CertificateAuthority`.
+    public var certificateAuthorityFile: String?
     /// INFN Cloud login (oidc-agent and STS), when the destination is INFN Cloud storage.
     public var infn: InfnSettings?
     public var infnPaths: InfnSettings.Paths
     /// Values that must never appear in a log line or a ping body.
     public var secrets: [String]
+    /// What the user should know about how the environment was read (not problems), to log once.
+    public var notes: [String] = []
     /// The environment every child (restic, rclone, oidc-agent) starts from: ours, minus the
-    /// repository password and the tool's own secrets, plus the on-the-fly remote's definition.
+    /// repository password and the tool's own secrets, plus the on-the-fly remote's definition and the
+    /// CA file's variables (`CertificateAuthority.childVariables`).
     public var childEnvironment: [String: String]
 
     public var localRepositoryIsDefault: Bool {

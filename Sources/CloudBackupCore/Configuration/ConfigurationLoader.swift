@@ -136,13 +136,15 @@ public enum ConfigurationLoader {
             secrets += [oidcPassword, infn?.tokenCheckURL?.absoluteString, infn?.clientSecret].compactMap { $0 }
         }
         let infnPaths = InfnSettings.paths(stateDirectory: stateDirectory, environment: environment)
+        let certificateAuthority = CertificateAuthority.choose(in: environment, readFile: readFile, problems: &problems)
+        infn?.certificateAuthorityFile = certificateAuthority?.path
 
         if !problems.isEmpty {
             throw CloudBackupError.configuration(problems)
         }
 
         secrets += secretValues(in: environment, readFile: readFile)
-        let base = childEnvironment(from: rawEnvironment, remote: onTheFly)
+        let base = childEnvironment(from: rawEnvironment, remote: onTheFly, certificateAuthority: certificateAuthority?.path)
         var seen = Set<String>()
         return Configuration(
             destination: destination!,
@@ -162,9 +164,11 @@ public enum ConfigurationLoader {
             stopGraceSeconds: grace,
             serverStartTimeoutSeconds: serverStart,
             pingTimeoutSeconds: pingTimeout,
+            certificateAuthorityFile: certificateAuthority?.path,
             infn: infn,
             infnPaths: infnPaths,
             secrets: secrets.filter { $0.count >= 4 && seen.insert($0).inserted },
+            notes: CertificateAuthority.notes(for: certificateAuthority, environment: environment),
             childEnvironment: infn.map { infnChildEnvironment(base, settings: $0, paths: infnPaths) } ?? base)
     }
 

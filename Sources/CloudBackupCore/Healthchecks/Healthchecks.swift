@@ -89,8 +89,7 @@ public enum PingBody {
 }
 
 /// Sends one HTTP request and gives back the status and the headers we read. A closure, so tests can
-/// count requests; the real one is the system's libcurl, loaded on first use (not URLSession: linking
-/// FoundationNetworking costs every start of the binary ~10 MB and ~9 ms, pings or not).
+/// count requests; the real one is URLSession (`HTTPClient`), bounded by the timeout it is given.
 public struct HTTPTransport: Sendable {
     public struct Response: Sendable { public var status: Int; public var headers: [String: String] }
     public var send: @Sendable (_ url: URL, _ body: Data?, _ timeout: Double) throws -> Response
@@ -101,12 +100,22 @@ public struct HTTPTransport: Sendable {
 
     public struct Failure: Error, CustomStringConvertible {
         public var description: String
+        /// The server's certificate was not trusted, or `CLOUD_BACKUP_CA_FILE` could not be used.
+        public var isTLS: Bool
+
+        public init(description: String, isTLS: Bool = false) {
+            self.description = description
+            self.isTLS = isTLS
+        }
     }
 
-    /// GET without a body, POST with one.
-    public static let libcurl = HTTPTransport { url, body, timeout in
-        let answer = try HTTPClient.exchange(url: url, body: body, timeout: timeout)
-        return Response(status: answer.status, headers: answer.pingBodyLimit.isEmpty ? [:] : ["ping-body-limit": answer.pingBodyLimit])
+    /// GET without a body, POST with one, through URLSession; HTTPS trusts the system's CAs and
+    /// `trust.caFile`.
+    public static func urlSession(trust: TLSTrust = .processDefault) -> HTTPTransport {
+        HTTPTransport { url, body, timeout in
+            let answer = try HTTPClient.exchange(url: url, body: body, timeout: timeout, trust: trust)
+            return Response(status: answer.status, headers: answer.pingBodyLimit.isEmpty ? [:] : ["ping-body-limit": answer.pingBodyLimit])
+        }
     }
 }
 
@@ -126,7 +135,7 @@ public final class HealthchecksMonitor: Sendable {
     public var bodyLimit: Int { bodyLimitAnswer.withLock { $0 } }
     private let bodyLimitAnswer = Locked(PingBody.defaultLimit)
 
-    public init(check: URL?, transport: HTTPTransport = .libcurl, secrets: [String], log: Logger,
+    public init(check: URL?, transport: HTTPTransport = .urlSession(), secrets: [String], log: Logger,
                 requestTimeout: Double = 10, budgetSeconds: Double = 35, retryDelays: [Double] = [1, 2, 4]) {
         self.check = check
         self.runID = UUID().uuidString.lowercased()

@@ -25,6 +25,9 @@ public struct InfnSettings: Sendable, Equatable {
     public var credentialMarginSeconds: Int
     public var tokenCheckURL: URL?
     public var refreshTokenMinimumDays: Int
+    /// CLOUD_BACKUP_CA_FILE as the configuration chose it (nil: the system's store alone): oidc-agent's
+    /// account verifies the identity provider with it (`OidcAgent.alignCertificatePath`).
+    public var certificateAuthorityFile: String?
 
     public static let defaultIssuer = "https://iam.cloud.infn.it/"
     public static let defaultS3Endpoint = "https://rgw.cloud.infn.it/"
@@ -101,7 +104,10 @@ extension ConfigurationLoader {
             scopes: environment["OIDC_SCOPES"] ?? "openid profile offline_access email",
             clientID: environment["OIDC_CLIENT_ID"], clientSecret: environment["OIDC_CLIENT_SECRET"],
             stsDurationSeconds: duration, credentialMarginSeconds: margin,
-            tokenCheckURL: checkURL, refreshTokenMinimumDays: minimumDays)
+            tokenCheckURL: checkURL, refreshTokenMinimumDays: minimumDays,
+            // Checked by the configuration (which replaces this); the credential process reads the
+            // variable the configuration gave rclone.
+            certificateAuthorityFile: CertificateAuthority.named(in: environment)?.path)
     }
 
     /// What every child (rclone, restic, oidc-*) needs in INFN mode: the agent's socket, the AWS profile

@@ -56,15 +56,7 @@ public enum InfnSetup {
         let directory = (path as NSString).deletingLastPathComponent
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-            let temporary = "\(path).\(getpid()).tmp"
-            guard FileManager.default.createFile(atPath: temporary, contents: Data(content.utf8), attributes: [.posixPermissions: 0o600]) else {
-                throw CloudBackupError.cannotWrite(path: path, reason: "cannot create \(temporary)")
-            }
-            guard rename(temporary, path) == 0 else {
-                let code = errno
-                unlink(temporary)
-                throw CloudBackupError.cannotWrite(path: path, reason: String(cString: strerror(code)))
-            }
+            try writeAtomically(Data(content.utf8), to: path)
         } catch let error as CloudBackupError {
             throw error
         } catch {

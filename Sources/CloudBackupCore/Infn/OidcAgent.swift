@@ -27,9 +27,22 @@ public enum OidcCommand {
             arguments.append("--iss=\(settings.issuer.absoluteString)")
             arguments.append("--scope=\(settings.scopes)")
             if let clientID = settings.clientID { arguments.append("--client-id=\(clientID)") }
+            // The CA bundle the account verifies the identity provider with (its `cert_path`; without
+            // it oidc-gen takes the system's). `--reauthenticate` keeps the account's own, whatever is
+            // given: OidcAgent.alignCertificatePath changes it.
+            if let caFile = settings.certificateAuthorityFile { arguments.append("--cert-path=\(caFile)") }
         }
         arguments += ["--flow=device", "--pw-env=\(passwordVariable)", "--confirm-default", "--prompt=none", "--no-url-call"]
         return arguments
+    }
+
+    /// The account made again from itself with another CA bundle: `--file` is its own decrypted
+    /// configuration (read from descriptor `descriptor`, a pipe), `--flow=refresh` uses the refresh token
+    /// in it (no browser; one refresh request, made with the new bundle), `--confirm-yes` replaces the
+    /// stored account. oidc-gen 4.2.6 changes nothing when the request fails.
+    public static func replaceCertificatePath(_ account: String, configurationDescriptor descriptor: Int32, certificatePath: String) -> [String] {
+        [account, "--file=/dev/fd/\(descriptor)", "--flow=refresh", "--cert-path=\(certificatePath)", "--pw-env=\(passwordVariable)",
+         "--confirm-yes", "--prompt=none", "--no-url-call"]
     }
 }
 
@@ -196,6 +209,11 @@ public struct OidcAgent {
     /// identity provider) and returns it. The one proof that OIDC_PASSWORD is right: an agent that
     /// already holds the account would accept any password, since nothing needs to be decrypted then.
     public func readAccount() throws -> [String: Any] {
+        try decryptedAccount().object
+    }
+
+    /// The account as `oidc-gen -p` prints it, and parsed.
+    func decryptedAccount() throws -> (text: String, object: [String: Any]) {
         guard accountExists else {
             throw CloudBackupError.infn("there is no oidc-agent account \(settings.accountName) yet (looked in \(configurationDirectory))",
                                         fix: "run `cloud-backup config` once, in a terminal (Docker: docker compose run --rm cloud-backup config)")
@@ -215,7 +233,64 @@ public struct OidcAgent {
         guard let object = try? JSONSerialization.jsonObject(with: Data(result.standardOutput.utf8)) as? [String: Any] else {
             throw CloudBackupError.infn("oidc-gen -p printed no account configuration for \(settings.accountName)", fix: "run `cloud-backup reauth`")
         }
-        return object
+        return (result.standardOutput, object)
+    }
+
+    /// What oidc-agent is told to trust, for the tool's own look at the identity provider: the same CAs.
+    var trust: TLSTrust { TLSTrust(caFile: settings.certificateAuthorityFile) }
+
+    /// The CA bundle the account should verify the identity provider with, when its own (`current`)
+    /// is not that: CLOUD_BACKUP_CA_FILE, or, when it is not set, oidc-gen's own choice among the
+    /// system's bundles (an account made with one of them, or with none, already trusts the system's).
+    /// libcurl keeps its CA directory (/etc/ssl/certs) beside the account's bundle, so the CA file is
+    /// trusted in addition to the system's store, as everywhere else.
+    static func wantedCertificatePath(current: String, caFile: String?, exists: (String) -> Bool = { FileManager.default.fileExists(atPath: $0) }) -> String? {
+        if let caFile { return current == caFile ? nil : caFile }
+        if current.isEmpty || CertificateAuthority.oidcAgentSystemBundles.contains(current) { return nil }
+        return CertificateAuthority.oidcAgentSystemBundles.first(where: exists)
+    }
+
+    /// oidc-agent verifies the identity provider with the account's `cert_path`, fixed when oidc-gen
+    /// made it, and `oidc-gen --reauthenticate` keeps it. So a CLOUD_BACKUP_CA_FILE set (or changed, or
+    /// unset) after `config` would never reach oidc-agent: the account is made again from itself with
+    /// the wanted bundle (`OidcCommand.replaceCertificatePath`; its configuration reaches oidc-gen
+    /// through a pipe, never a file; ~0.5 s, once per change), which also loads it into the agent.
+    /// True when it did. A bundle the identity provider's certificate does not verify with changes
+    /// nothing and is reported, naming the provider and the setting.
+    @discardableResult
+    func alignCertificatePath(_ account: (text: String, object: [String: Any])) throws -> Bool {
+        let current = account.object["cert_path"] as? String ?? ""
+        guard let wanted = Self.wantedCertificatePath(current: current, caFile: settings.certificateAuthorityFile) else { return false }
+        // A few kB, written whole before oidc-gen starts: it must fit in the pipe (64 kB on Linux).
+        var text = account.text
+        guard text.utf8.count < 60_000 else {
+            throw CloudBackupError.infn("the oidc-agent account \(settings.accountName) is too large to copy (\(text.utf8.count) bytes)", fix: "run `cloud-backup config` with a new OIDC_ACCOUNT")
+        }
+        var descriptors: [Int32] = [-1, -1]
+        guard systemPipe2(&descriptors, O_CLOEXEC) == 0 else { throw CloudBackupError.system("pipe", errno) }
+        defer { close(descriptors[0]) }
+        text.withUTF8 { writeFully(descriptors[1], $0.baseAddress!, $0.count) }
+        close(descriptors[1])
+        var replace = spec("oidc-gen", OidcCommand.replaceCertificatePath(settings.accountName, configurationDescriptor: descriptors[0], certificatePath: wanted),
+                           password: true)
+        replace.inheritedDescriptors = [descriptors[0]]
+        let what = settings.certificateAuthorityFile.map { "\(CertificateAuthority.variable)=\($0)" } ?? "the system's CA store (\(CertificateAuthority.variable) is not set)"
+        guard let result = try runner.run(replace, timeout: 60) else {
+            throw CloudBackupError.infn("oidc-gen did not finish within 60 s while switching the oidc-agent account \(settings.accountName) to \(what) (is the identity provider \(settings.issuer.absoluteString) reachable?)",
+                                        fix: IdentityProvider.fix)
+        }
+        try secureConfigurationDirectory()
+        guard result.status.isSuccess else {
+            let reason = oidcMessage(result.standardError) ?? lastLine(result.standardOutput) ?? "\(result.status)"
+            let kept = "the account is unchanged (it still uses \(current.isEmpty ? "the system's CA store" : current))"
+            if let problem = IdentityProvider.problem(issuer: settings.issuer, trust: trust) {
+                throw CloudBackupError.infn("oidc-agent cannot use \(what): \(problem.description); \(kept)", fix: problem.fix)
+            }
+            throw CloudBackupError.infn("could not switch the oidc-agent account \(settings.accountName) to \(what) (oidc-gen: \(reason)); \(kept)",
+                                        fix: "if your login expired, run `cloud-backup reauth`; otherwise check the identity provider \(settings.issuer.absoluteString)")
+        }
+        log.info("the oidc-agent account \(settings.accountName) now verifies the identity provider with \(what) (it used \(current.isEmpty ? "the system's CA store" : current))")
+        return true
     }
 
     /// Checks that the account exists and that OIDC_PASSWORD unlocks it. Starts and writes nothing.
@@ -226,9 +301,11 @@ public struct OidcAgent {
     /// Loads the account into the agent (oidc-add decrypts it with OIDC_PASSWORD and refreshes once).
     /// The password is verified first, every time, before the agent is started or anything written.
     public func ensureLoaded() throws {
-        try verifyPassword()
+        let account = try decryptedAccount()
         try secureConfigurationDirectory()
         try ensureRunning()
+        // oidc-gen loads the account it makes again.
+        if try alignCertificatePath(account) { return }
         if loadedAccounts()?.contains(settings.accountName) == true { return }
         guard let result = try runner.run(spec("oidc-add", OidcCommand.load(settings.accountName), password: true), timeout: 60) else {
             throw CloudBackupError.infn("oidc-add did not finish within 60 s (is the identity provider \(settings.issuer.absoluteString) reachable?)",
@@ -240,9 +317,9 @@ public struct OidcAgent {
                 throw CloudBackupError.infn("OIDC_PASSWORD does not unlock the oidc-agent account \(settings.accountName)",
                                             fix: "set OIDC_PASSWORD to the password chosen at `cloud-backup config`")
             }
-            if let unreachable = IdentityProvider.problem(issuer: settings.issuer) {
-                throw CloudBackupError.infn("could not load the oidc-agent account \(settings.accountName): \(unreachable)",
-                                            fix: IdentityProvider.fix)
+            if let unreachable = IdentityProvider.problem(issuer: settings.issuer, trust: trust) {
+                throw CloudBackupError.infn("could not load the oidc-agent account \(settings.accountName): \(unreachable.description)",
+                                            fix: unreachable.fix)
             }
             throw CloudBackupError.infn("could not load the oidc-agent account \(settings.accountName): \(reason)",
                                         fix: "check the identity provider \(settings.issuer.absoluteString); if your login expired, run `cloud-backup reauth`")
@@ -255,8 +332,8 @@ public struct OidcAgent {
     /// party disconnected" both when the agent went away and when the provider cannot be reached.
     public func accessToken() throws -> String {
         guard let result = try runner.run(spec("oidc-token", OidcCommand.accessToken(settings.accountName, audience: settings.audience)), timeout: 60) else {
-            if let unreachable = IdentityProvider.problem(issuer: settings.issuer) {
-                throw CloudBackupError.infn(unreachable, fix: IdentityProvider.fix)
+            if let unreachable = IdentityProvider.problem(issuer: settings.issuer, trust: trust) {
+                throw CloudBackupError.infn(unreachable.description, fix: unreachable.fix)
             }
             throw CloudBackupError.infn("oidc-token did not answer within 60 s", fix: "check the identity provider and the agent")
         }
@@ -279,8 +356,8 @@ public struct OidcAgent {
         guard loaded.contains(settings.accountName) else {
             return .infn("oidc-agent on \(paths.agentSocket) has no account \(settings.accountName) loaded (oidc-token: \(reason))", fix: startIt)
         }
-        if let unreachable = IdentityProvider.problem(issuer: settings.issuer) {
-            return .infn("oidc-agent could not get an access token: \(unreachable)", fix: IdentityProvider.fix)
+        if let unreachable = IdentityProvider.problem(issuer: settings.issuer, trust: trust) {
+            return .infn("oidc-agent could not get an access token: \(unreachable.description)", fix: unreachable.fix)
         }
         return .infn("oidc-agent could not get an access token from \(settings.issuer.absoluteString) (oidc-token: \(reason))",
                      fix: "if your login expired or was revoked, run `cloud-backup reauth`")
@@ -296,22 +373,34 @@ public struct OidcAgent {
     }
 }
 
-/// Whether the identity provider answers at all: what tells "cannot be reached" from a refused login.
+/// Whether the identity provider answers at all: what tells "cannot be reached" (or "its certificate is
+/// not trusted") from a refused login. oidc-agent 4.2.6 says neither: an unreachable provider is "the
+/// other party disconnected" and an untrusted certificate "Could not get token endpoint from the
+/// configuration endpoint … your issuer is not correct".
 enum IdentityProvider {
     static let fix = "check the network path to the identity provider (OIDC_ISSUER_URL) and whether it is up; your login is kept, and backups work again once it answers"
+    static let certificateFix = "set \(CertificateAuthority.variable) to the PEM file of the CA that signed the identity provider's certificate (OIDC_ISSUER_URL), or add that CA to the system's store; your login is kept"
+
+    struct Problem: Equatable {
+        var description: String
+        var fix: String
+    }
 
     /// nil when the provider's discovery document answers below HTTP 500; otherwise what went wrong,
-    /// naming the provider. The same GET oidc-agent makes first, without a token.
-    static func problem(issuer: URL, timeout: Double = 5) -> String? {
+    /// naming the provider. The same GET oidc-agent makes first, without a token, trusting the CAs
+    /// oidc-agent is given (`trust`).
+    static func problem(issuer: URL, trust: TLSTrust, timeout: Double = 5) -> Problem? {
         var text = issuer.absoluteString
         while text.hasSuffix("/") { text.removeLast() }
         guard let discovery = URL(string: text + "/.well-known/openid-configuration") else { return nil }
         do {
-            let answer = try HTTPClient.exchange(url: discovery, body: nil, timeout: timeout, answerLimit: 0)
+            let answer = try HTTPClient.exchange(url: discovery, body: nil, timeout: timeout, answerLimit: 0, trust: trust)
             guard answer.status >= 500 else { return nil }
-            return "the identity provider \(issuer.absoluteString) cannot be used: it answers HTTP \(answer.status)"
+            return Problem(description: "the identity provider \(issuer.absoluteString) cannot be used: it answers HTTP \(answer.status)", fix: fix)
+        } catch let failure as HTTPTransport.Failure where failure.isTLS {
+            return Problem(description: "the identity provider \(issuer.absoluteString) cannot be trusted: \(failure.description)", fix: certificateFix)
         } catch {
-            return "the identity provider \(issuer.absoluteString) cannot be reached (\(error))"
+            return Problem(description: "the identity provider \(issuer.absoluteString) cannot be reached (\(error))", fix: fix)
         }
     }
 }
@@ -321,8 +410,4 @@ enum IdentityProvider {
 func oidcMessage(_ standardError: String) -> String? {
     standardError.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.first { $0.hasPrefix("Error:") }
         ?? lastLine(standardError)
-}
-
-func lastLine(_ text: String) -> String? {
-    text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.last { !$0.isEmpty }
 }

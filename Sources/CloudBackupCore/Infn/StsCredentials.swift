@@ -20,9 +20,7 @@ public enum StsExchange {
             ("WebIdentityToken", webIdentityToken),
             ("DurationSeconds", "\(durationSeconds)"),
         ]
-        var allowed = CharacterSet.alphanumerics
-        allowed.insert(charactersIn: "-._~")
-        return fields.map { "\($0.0)=\($0.1.addingPercentEncoding(withAllowedCharacters: allowed) ?? $0.1)" }.joined(separator: "&")
+        return fields.map { "\($0.0)=\(PercentEncoding.formValue($0.1))" }.joined(separator: "&")
     }
 
     /// Reads the XML answer: the credentials, or STS's error code and message.
@@ -65,12 +63,21 @@ public enum StsExchange {
             .replacingOccurrences(of: "&amp;", with: "&")
     }
 
-    public static func request(settings: InfnSettings, webIdentityToken: String, timeout: Double = 30) throws -> TemporaryCredentials {
+    /// The POST to STS, through URLSession (`HTTPClient`). HTTPS trusts the system's CAs and the
+    /// settings' CA file (`CLOUD_BACKUP_CA_FILE`) unless `trust` says otherwise. Any failure to get an
+    /// answer is the login's error (exit 77), naming the endpoint; a certificate no trusted CA signed
+    /// names the CA setting too.
+    public static func request(settings: InfnSettings, webIdentityToken: String, timeout: Double = 30,
+                               trust: TLSTrust? = nil) throws -> TemporaryCredentials {
+        let trust = trust ?? TLSTrust(caFile: settings.certificateAuthorityFile)
         let body = formBody(roleName: settings.roleName, webIdentityToken: webIdentityToken, durationSeconds: settings.stsDurationSeconds)
         let answer: HTTPClient.Answer
         do {
             answer = try HTTPClient.exchange(url: settings.s3Endpoint, body: Data(body.utf8), contentType: "application/x-www-form-urlencoded",
-                                             timeout: timeout, answerLimit: 64 * 1024)
+                                             timeout: timeout, answerLimit: 64 * 1024, trust: trust)
+        } catch let failure as HTTPTransport.Failure where failure.isTLS {
+            throw CloudBackupError.infn("cannot reach the storage's STS at \(settings.s3Endpoint.absoluteString) (\(failure.description))",
+                                        fix: "set \(TLSTrust.setting) to the PEM file of the CA that signed the storage's certificate (S3_ENDPOINT_URL), or add that CA to the system's store")
         } catch {
             throw CloudBackupError.infn("cannot reach the storage's STS at \(settings.s3Endpoint.absoluteString) (\(error))",
                                         fix: "check the network path to the storage (S3_ENDPOINT_URL)")

@@ -18,14 +18,15 @@ public struct JobContext: Sendable {
     public var stdoutIsTerminal: Bool
 
     public init(environment: [String: String], runner: any ProcessRunning = SystemProcessRunner(),
-                signals: SignalMonitor = .shared, log: Logger = Logger(), transport: HTTPTransport = .libcurl,
+                signals: SignalMonitor = .shared, log: Logger = Logger(), transport: HTTPTransport? = nil,
                 hostName: String = currentHostName(), sleep: @escaping @Sendable (Double) -> Void = { Thread.sleep(forTimeInterval: $0) },
                 backoffScale: Double = 1, stdoutIsTerminal: Bool = isatty(STDOUT_FILENO) == 1) {
         self.environment = environment
         self.runner = runner
         self.signals = signals
         self.log = log
-        self.transport = transport
+        // Pings trust the system's CAs and the job's CLOUD_BACKUP_CA_FILE (TLSTrust).
+        self.transport = transport ?? .urlSession(trust: TLSTrust(environment: environment))
         self.hostName = hostName
         self.sleep = sleep
         self.backoffScale = backoffScale

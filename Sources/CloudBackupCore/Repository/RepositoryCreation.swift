@@ -109,7 +109,7 @@ struct RepositoryCreation {
             return .failure(CloudBackupError.from(error))
         }
         guard created.status.isSuccess else {
-            let reason = ResticOutcome.fatalReason(in: created.standardError) ?? ResticOutcome.lastMeaningfulLine(in: created.standardError) ?? "\(created.status)"
+            let reason = ResticOutcome.fatalReason(in: created.standardError) ?? lastLine(created.standardError) ?? "\(created.status)"
             return .failure(.initFailed(destination: destination, reason: reason))
         }
         guard let id = Self.createdID(in: created.standardOutput) else {

@@ -132,16 +132,12 @@ public enum ResticOutcome: Sendable, Equatable {
         if missingSigns.contains(where: { output.contains($0) }) {
             return .repositoryMissing
         }
-        return .failed(reason: fatalReason(in: output) ?? lastMeaningfulLine(in: output) ?? "restic failed without a message")
+        return .failed(reason: fatalReason(in: output) ?? lastLine(output) ?? "restic failed without a message")
     }
 
     /// The sentence after `Fatal: `, restic's way of saying why it stopped.
     static func fatalReason(in output: String) -> String? {
         output.split(separator: "\n").last { $0.hasPrefix("Fatal: ") }.map { String($0.dropFirst("Fatal: ".count)) }
-    }
-
-    static func lastMeaningfulLine(in output: String) -> String? {
-        output.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.last { !$0.isEmpty }
     }
 
     /// Why restic could not write its lock file, as a sentence: the cause is the line before restic's

@@ -42,7 +42,7 @@ public enum Redactor {
     }
 }
 
-/// The percent-encoding of URL user info, used both where the tool builds a URL and where it redacts
+/// The percent-encoding of URL user info (and of the STS form), used both where the tool builds a URL and where it redacts
 /// one: two encoders that disagree (one keeping `-._~`, one not) let `my-secret/pw` through.
 public enum PercentEncoding {
     /// RFC 3986's unreserved characters stay as they are (ASCII letters, digits, `-._~`); every other
@@ -51,5 +51,11 @@ public enum PercentEncoding {
 
     public static func userInfo(_ text: String) -> String {
         text.addingPercentEncoding(withAllowedCharacters: unreserved) ?? text
+    }
+
+    /// A value of an `application/x-www-form-urlencoded` body (the STS request): the same encoding,
+    /// which every form decoder reads back (only unreserved characters are left as they are).
+    public static func formValue(_ text: String) -> String {
+        userInfo(text)
     }
 }

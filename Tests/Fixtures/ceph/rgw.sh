@@ -5,11 +5,15 @@
 #
 #   rgw.sh install                 apt-get install ceph-mon ceph-osd radosgw ceph-common (and the tools
 #                                  the smoke test uses) if missing; retries once on a dpkg error
-#   rgw.sh start DIR [PORT]        bootstrap a cluster in DIR (first time) or restart it (data kept);
+#   rgw.sh start [--tls CERTDIR] DIR [PORT]
+#                                  bootstrap a cluster in DIR (first time) or restart it (data kept);
 #                                  PORT: S3 port (first time default: a free port; on restart default:
-#                                  the previous one). Waits until S3 answers, then writes DIR/env.json
-#                                  (mode 0600) and prints it: endpoint, port, access_key, secret_key (user
-#                                  "test", caps roles=*;oidc-provider=*), pids {mon.a, osd.0, rgw.a}, ...
+#                                  the previous one). --tls CERTDIR: S3 and STS over HTTPS only, with
+#                                  CERTDIR/server.pem and server-key.pem (Tests/Fixtures/test_ca.py CERTDIR;
+#                                  clients trust CERTDIR/ca.pem); on restart default: as before.
+#                                  Waits until S3 answers, then writes DIR/env.json (mode 0600) and prints
+#                                  it: endpoint (http:// or https://), port, ca_file (TLS only), access_key,
+#                                  secret_key (user "test", caps roles=*;oidc-provider=*), pids {mon.a, osd.0, rgw.a}, ...
 #   rgw.sh stop DIR                stop every daemon by PID (TERM, then KILL after 30 s) and wait for exit
 #   rgw.sh status DIR              print "name pid running|stopped" per daemon; exit 0 if all run
 #   rgw.sh sts-setup DIR ISSUER_URL AUDIENCE CERT_PEM_FILE ROLE_NAME
@@ -134,12 +138,33 @@ wait_for() {   # wait_for WHAT DAEMON COMMAND...: poll COMMAND until it succeeds
 mon_up() { ceph_ mon stat; }
 osd_up() { [ "$(ceph_ osd stat -f json | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["num_up_osds"])')" = 1 ]; }
 s3_up() {
-    # "failed to bind address" (port taken): fail at once with a clear message.
+    # "failed to bind address" (port taken), a certificate it cannot load: fail at once with a clear message.
     if awk -v from="$RGW_LOG_FROM" 'NR >= from && /failed initializing frontend/ { found = 1 } END { exit !found }' \
         "$DIR/logs/client.rgw.a.log" 2>/dev/null; then
         return 99
     fi
-    [ "$(curl -s -m 5 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/")" = 200 ]
+    if [ -n "$TLS_DIR" ]; then
+        [ "$(curl -s -m 5 --cacert "$TLS_DIR/ca.pem" -o /dev/null -w '%{http_code}' "https://127.0.0.1:$PORT/")" = 200 ]
+    else
+        [ "$(curl -s -m 5 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/")" = 200 ]
+    fi
+}
+
+# The frontends line of ceph.conf: plain HTTP, or HTTPS only (TLS_DIR set).
+frontends_line() {
+    if [ -n "$TLS_DIR" ]; then
+        echo "rgw frontends = beast ssl_endpoint=127.0.0.1:$1 ssl_certificate=$TLS_DIR/server.pem ssl_private_key=$TLS_DIR/server-key.pem"
+    else
+        echo "rgw frontends = beast endpoint=127.0.0.1:$1"
+    fi
+}
+
+# With TLS, RGW fetches the (https) issuer's discovery document and JWKS for STS with libcurl and the
+# system's CA store, which does not hold the test CA; RGW 16.2 has no setting for another CA there.
+# So this test RGW does not verify the identity provider's certificate (what is under test is the
+# clients: oidc-agent, rclone, restic and cloud-backup, which do verify the RGW's).
+verify_line() {
+    if [ -n "$TLS_DIR" ]; then echo "rgw verify ssl = false"; else echo "rgw verify ssl = true"; fi
 }
 
 # ---- bootstrap -----------------------------------------------------------------------------------
@@ -186,7 +211,8 @@ keyring = $DIR/keyring
 [client.rgw.a]
 keyring = $DIR/rgw.a/keyring
 rgw data = $DIR/rgw.a
-rgw frontends = beast endpoint=127.0.0.1:$port
+$(frontends_line "$port")
+$(verify_line)
 rgw thread pool size = 64
 rgw s3 auth use sts = true
 rgw sts key = $sts_key
@@ -196,7 +222,8 @@ EOF
 
 bootstrap() {
     local fsid mon_port sts_key osd_uuid osd_key
-    [ -z "$(ls -A "$DIR" | grep -vxF .lock)" ] || die "$DIR is not empty and has no ceph.conf: refusing to bootstrap there"
+    # tls/: the certificates a caller keeps with the cluster (its ceph.conf names them)
+    [ -z "$(ls -A "$DIR" | grep -vxF -e .lock -e tls)" ] || die "$DIR is not empty and has no ceph.conf: refusing to bootstrap there"
     mkdir -p "$DIR"/{run,logs,crash,pids,mon.a,osd.0,rgw.a}
     chmod 700 "$DIR"
     fsid=$(uuidgen)
@@ -250,8 +277,23 @@ start_failed() {
 }
 
 cmd_start() {
-    set_dir "$1"
-    PORT=${2:-}
+    TLS_DIR=
+    local tls_given=0 args=()
+    while [ $# -gt 0 ]; do
+        case $1 in
+            --tls) [ $# -ge 2 ] || die "--tls needs a directory (made by Tests/Fixtures/test_ca.py)"
+                   TLS_DIR=$(cd "$2" && pwd) || die "--tls $2: no such directory"; tls_given=1; shift 2 ;;
+            *) args+=("$1"); shift ;;
+        esac
+    done
+    [ ${#args[@]} -ge 1 ] && [ ${#args[@]} -le 2 ] || die "usage: rgw.sh start [--tls CERTDIR] DIR [PORT]"
+    if [ -n "$TLS_DIR" ]; then
+        for file in ca.pem server.pem server-key.pem; do
+            [ -r "$TLS_DIR/$file" ] || die "--tls $TLS_DIR: $file missing (make it with Tests/Fixtures/test_ca.py $TLS_DIR)"
+        done
+    fi
+    set_dir "${args[0]}"
+    PORT=${args[1]:-}
     T0=$(now)
     trap start_failed EXIT
     local mode=restart keys
@@ -260,13 +302,16 @@ cmd_start() {
         PORT=${PORT:-0}
         bootstrap
     else
-        local conf_port
-        conf_port=$(sed -n 's/^rgw frontends = beast endpoint=127.0.0.1:\([0-9]*\)$/\1/p' "$CONF")
-        if [ -n "$PORT" ] && [ "$PORT" != 0 ] && [ "$PORT" != "$conf_port" ]; then
-            running rgw.a && die "rgw.a is running on port $conf_port: stop first to change the port"
-            sed -i "s/^rgw frontends = .*/rgw frontends = beast endpoint=127.0.0.1:$PORT/" "$CONF"
-        else
-            PORT=$conf_port
+        local conf_port conf_tls line
+        conf_port=$(sed -n 's/^rgw frontends = beast \(ssl_\)\{0,1\}endpoint=127.0.0.1:\([0-9]*\).*$/\2/p' "$CONF")
+        conf_tls=$(sed -n 's/^rgw frontends = beast ssl_endpoint=.* ssl_certificate=\(.*\)\/server.pem .*$/\1/p' "$CONF")
+        [ "$tls_given" = 1 ] || TLS_DIR=$conf_tls
+        [ -n "$PORT" ] && [ "$PORT" != 0 ] || PORT=$conf_port
+        if [ "$PORT" != "$conf_port" ] || [ "$TLS_DIR" != "$conf_tls" ]; then
+            running rgw.a && die "rgw.a is running on port $conf_port: stop first to change the port or TLS"
+            line=$(frontends_line "$PORT")
+            sed -i -e "s|^rgw frontends = .*|$line|" -e "s|^rgw verify ssl = .*|$(verify_line)|" "$CONF"
+            grep -q '^rgw verify ssl = ' "$CONF" || sed -i "s|^rgw frontends = .*|&\n$(verify_line)|" "$CONF"
         fi
         log "restarting the cluster in $DIR (S3 port $PORT)"
         launch mon.a ceph-mon -i a
@@ -286,8 +331,10 @@ cmd_start() {
         radosgw-admin -c "$CONF" caps add --uid=test --caps="roles=*;oidc-provider=*" \
             >/dev/null 2>>"$DIR/logs/radosgw-admin.log" || die "radosgw-admin caps add failed"
     fi
+    local scheme=http tls_fields=()
+    if [ -n "$TLS_DIR" ]; then scheme=https; tls_fields=(ca_file="$TLS_DIR/ca.pem"); fi
     ADMIN_ACCESS_KEY=${keys% *} ADMIN_SECRET_KEY=${keys#* } "$PY" "$HELPER" env-json "$DIR/env.json" \
-        dir="$DIR" endpoint="http://127.0.0.1:$PORT" port="$PORT" user=test ceph_conf="$CONF" \
+        dir="$DIR" endpoint="$scheme://127.0.0.1:$PORT" port="$PORT" user=test ceph_conf="$CONF" "${tls_fields[@]}" \
         logs="$DIR/logs" start_mode="$mode" start_seconds="$(elapsed "$T0")" \
         pid.mon.a="$(pid_of mon.a)" pid.osd.0="$(pid_of osd.0)" pid.rgw.a="$(pid_of rgw.a)"
     log "ready ($mode start) in $(elapsed "$T0") s"
@@ -341,7 +388,7 @@ cmd_sts_setup() {
 
 case "${1:-}" in
     install) cmd_install ;;
-    start) shift; [ $# -ge 1 ] || die "usage: rgw.sh start DIR [PORT]"; cmd_start "$@" ;;
+    start) shift; cmd_start "$@" ;;
     stop) shift; [ $# -eq 1 ] || die "usage: rgw.sh stop DIR"; cmd_stop "$1" ;;
     status) shift; cmd_status "$@" ;;
     sts-setup) shift; cmd_sts_setup "$@" ;;

@@ -7,7 +7,8 @@
                                                 from env ADMIN_ACCESS_KEY/ADMIN_SECRET_KEY), print it
   rgw_helper.py sts-setup ENV_JSON ISSUER_URL AUDIENCE CERT_PEM_FILE ROLE_NAME
         create (or re-create) the OIDC provider and the role through RGW's IAM API, signed (SigV4)
-        with the test user's keys from ENV_JSON; writes DIR/sts.json and prints it
+        with the test user's keys from ENV_JSON (over https when its endpoint is, trusting its
+        ca_file); writes DIR/sts.json and prints it
   rgw_helper.py sts-parse < AssumeRoleWithWebIdentityResponse.xml
         print {"AccessKeyId","SecretAccessKey","SessionToken","Expiration"} as JSON (exit 1 on an error
         document, printing its Code/Message on stderr)
@@ -20,6 +21,7 @@ import hmac
 import json
 import os
 import socket
+import ssl
 import sys
 import urllib.error
 import urllib.parse
@@ -75,8 +77,9 @@ def q(value):
     return urllib.parse.quote(str(value), safe="-_.~")
 
 
-def iam_call(endpoint, access, secret, action, params, region="us-east-1", service="iam"):
-    """POST an IAM-style form request to RGW, SigV4-signed. Returns (status, parsed XML root or None, text)."""
+def iam_call(endpoint, access, secret, action, params, region="us-east-1", service="iam", ca_file=None):
+    """POST an IAM-style form request to RGW, SigV4-signed (an https endpoint verified with ca_file, else
+    the system's CAs). Returns (status, parsed XML root or None, text)."""
     fields = {"Action": action, "Version": "2010-05-08"}
     fields.update(params)
     body = "&".join("%s=%s" % (q(k), q(v)) for k, v in sorted(fields.items())).encode()
@@ -104,7 +107,8 @@ def iam_call(endpoint, access, secret, action, params, region="us-east-1", servi
     req = urllib.request.Request(endpoint.rstrip("/") + "/", data=body, method="POST",
                                  headers={k: v for k, v in headers.items() if k != "host"})
     try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
+        context = ssl.create_default_context(cafile=ca_file) if endpoint.startswith("https:") else None
+        with urllib.request.urlopen(req, timeout=30, context=context) as resp:
             status, text = resp.status, resp.read().decode("utf-8", "replace")
     except urllib.error.HTTPError as e:
         status, text = e.code, e.read().decode("utf-8", "replace")
@@ -145,7 +149,7 @@ def sts_setup(env_path, issuer, audience, cert_file, role):
     endpoint, access, secret = env["endpoint"], env["access_key"], env["secret_key"]
 
     def call(action, params, ok=(200,), quiet_codes=()):
-        status, root, text = iam_call(endpoint, access, secret, action, params)
+        status, root, text = iam_call(endpoint, access, secret, action, params, ca_file=env.get("ca_file"))
         if status not in ok and error_code(root) not in quiet_codes:
             sys.exit("sts-setup: %s failed: HTTP %d %s" % (action, status, text.strip()[:500]))
         return status, root
