@@ -195,7 +195,22 @@ final class HealthchecksMonitorTests: XCTestCase {
 /// The real transport (URLSession) against servers the test runs on loopback: whatever the server
 /// does, a ping costs at most its budget and only warns; an answer gives its status and
 /// `Ping-Body-Limit`.
+/// The cloud-backup binary built beside this test bundle (`swift build --build-tests` builds both): the
+/// one whose `http-exchange` child makes requests, as in the real tool.
+func builtCloudBackupBinary() -> String {
+    ((CommandLineInterface.runningBinary() ?? "") as NSString).deletingLastPathComponent + "/cloud-backup"
+}
+
 final class HealthchecksTransportTests: XCTestCase {
+    // Requests go through the child process, as they do in the tool.
+    override func setUp() {
+        HTTPClient.isolatedExecutable.withLock { $0 = builtCloudBackupBinary() }
+    }
+
+    override func tearDown() {
+        HTTPClient.isolatedExecutable.withLock { $0 = nil }
+    }
+
     final class Lines: @unchecked Sendable {
         private let lock = NSLock()
         private var lines: [String] = []
@@ -249,6 +264,28 @@ final class HealthchecksTransportTests: XCTestCase {
         XCTAssertTrue(warning.contains("could not ping Healthchecks at http://127.0.0.1:\(server.port)/… (no answer within 0."), warning)
     }
 
+    /// A server that sends a status line and closes the connection inside the headers makes
+    /// swift-corelibs-foundation end its process with a fatal error ("Transfer completed, but there's no
+    /// response"). In the child that makes the request, that is a failed ping, and this process (the
+    /// job) goes on.
+    func testAnAnswerCutInsideItsHeadersIsAFailedPingNotACrashedJob() throws {
+        let server = try LoopbackServer { connection, _ in
+            guard LoopbackServer.readRequest(connection) != nil else { return }
+            _ = LoopbackServer.write(connection, "HTTP/1.1 200 OK\r\nX-Cut: a")
+        }
+        defer { server.stop() }
+        for _ in 0..<3 {
+            XCTAssertThrowsError(try HTTPClient.exchange(url: URL(string: "http://127.0.0.1:\(server.port)/ping/abc")!, body: nil, timeout: 2,
+                                                         trust: .systemOnly)) { error in
+                let text = "\(error)"
+                XCTAssertFalse(text.isEmpty)
+            }
+        }
+        let lines = Lines()
+        monitor(port: server.port, log: lines, requestTimeout: 2, budget: 5).finish(exitCode: 0, summary: "done", output: "")
+        XCTAssertTrue((lines.all.last ?? "").contains("could not ping Healthchecks"), lines.all.joined(separator: "\n"))
+    }
+
     /// Our own bound, not URLSession's: told to wait 60 s, URLSession is given up on after 1.
     func testTheTransportsOwnBoundHoldsWhenURLSessionWouldWaitLonger() throws {
         let server = try silentServer()
@@ -280,6 +317,8 @@ final class HealthchecksTransportTests: XCTestCase {
             LoopbackServer.write(connection, "HTTP/1.1 200 OK\r\nping-body-limit: 1234\r\nContent-Length: 2\r\nConnection: close\r\n\r\nOK")
         }
         defer { server.stop() }
+        // In this process (not the http-exchange child), to see the CA hook's counter move.
+        HTTPClient.isolatedExecutable.withLock { $0 = nil }
         let hookCalls = CurlTrustHook.calls.withLock { $0 }
         let lines = Lines()
         let monitor = monitor(port: server.port, log: lines)

@@ -16,6 +16,7 @@ final class StsTlsTests: XCTestCase {
         .appendingPathComponent("Fixtures").path
 
     override func setUpWithError() throws {
+        HTTPClient.isolatedExecutable.withLock { $0 = builtCloudBackupBinary() }
         directory = NSTemporaryDirectory() + "sts-tls-\(UUID().uuidString.prefix(8))"
         let environment = ["PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"]
         let made = try runner.run(ProcessSpec(executable: "python3", arguments: ["\(Self.fixtures)/test_ca.py", directory], environment: environment))
@@ -31,6 +32,7 @@ final class StsTlsTests: XCTestCase {
     }
 
     override func tearDown() {
+        HTTPClient.isolatedExecutable.withLock { $0 = nil }
         if let server, !server.hasExited {
             server.send(SIGKILL)
             _ = server.wait()

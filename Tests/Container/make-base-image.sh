@@ -1,17 +1,19 @@
 #!/bin/bash
-# Makes the Dockerfile's runtime base image locally: no image registry is reachable here, only Debian's
+# Makes the Dockerfiles' runtime base image locally: no image registry is reachable here, only Debian's
 # package mirror. debootstrap --variant=minbase trixie, trimmed like the official slim image, imported
-# into podman under the exact name the Dockerfile uses, so podman uses it instead of pulling.
+# (`docker import`) under the exact name the Dockerfiles use, so the build uses it instead of pulling.
 #
-# Usage: make-base-image.sh [IMAGE_NAME]      (default docker.io/library/debian:trixie-slim)
-# Env:   CLOUD_BACKUP_TEST_CACHE   where the rootfs tarball is cached (default /var/cache/cloud-backup-tests)
+# Usage: make-base-image.sh [IMAGE_NAME]      (default debian:trixie-slim)
+# Env:   DOCKER                    the docker client (default /usr/bin/docker; DOCKER_HOST names the engine)
+#        CLOUD_BACKUP_TEST_CACHE   where the rootfs tarball is cached (default /var/cache/cloud-backup-tests)
 #        DEBIAN_MIRROR             (default http://deb.debian.org/debian)
 #
 # The tarball is cached, keyed by the ISO week and a hash of what makes it (build_rootfs, the suite and
 # the mirror); a missing or unreadable cache is rebuilt, so the cache only saves time and is never needed.
 set -euo pipefail
 
-image="${1:-docker.io/library/debian:trixie-slim}"
+image="${1:-debian:trixie-slim}"
+docker="${DOCKER:-/usr/bin/docker}"
 cache_dir="${CLOUD_BACKUP_TEST_CACHE:-/var/cache/cloud-backup-tests}"
 mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 suite=trixie
@@ -90,6 +92,6 @@ else
 fi
 
 log "importing it as $image"
-podman import --quiet --change 'CMD ["bash"]' "$tarball" "$image" >/dev/null
-podman image inspect --format '{{.Id}}' "$image" >/dev/null
+"$docker" import --change 'CMD ["bash"]' "$tarball" "$image" >/dev/null
+"$docker" image inspect --format '{{.Id}}' "$image" >/dev/null
 log "done: $image"

@@ -1,10 +1,11 @@
-"""The INFN Cloud chain inside the image (restic 0.18, trixie's rclone and oidc-agent), as a user runs it:
-`config` in a terminal (`run -t`) with the device code approved at the test OpenID provider, the server
-container, a backup through `exec --user user` (ofelia's job-exec), snapshots, check-refresh-token, and a
-stop that leaves no lock. The Ceph RGW (S3 + STS) and the provider run on the host's loopback
-(Tests/Fixtures), over HTTPS with a test CA (test_ca.py) that the containers trust through
-CLOUD_BACKUP_CA_FILE (a mounted file), then through the image's system store alone; the containers use
-`--network host`. Secrets reach the containers through --env-file.
+"""The INFN Cloud chain inside the image (restic 0.18, trixie's rclone and oidc-agent) under Docker, as a
+user runs it: `config` in a terminal (`docker run -t`) with the device code approved at the test OpenID
+provider, the server container, a backup through `docker exec --user user` (ofelia's job-exec),
+snapshots, check-refresh-token, and a stop that leaves no lock. The Ceph RGW (S3 + STS) and the provider
+run on the host's loopback (Tests/Fixtures), over HTTPS with a test CA (test_ca.py) that the containers
+trust through CLOUD_BACKUP_CA_FILE (a mounted file), then through the image's system store alone; the
+containers use `--network host`, and `--cap-add DAC_READ_SEARCH` as the README says for `docker run`.
+Secrets reach the containers through --env-file.
 """
 import json
 import os
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from test_container import (HOME, IMAGE, PREFIX, ROOT, TOKEN, VM_HOSTNAME, free_port, podman, remove_container,
+from test_container import (DOCKER, HOME, IMAGE, PREFIX, ROOT, TOKEN, VM_HOSTNAME, docker, free_port, remove_container,
                             wait_until, pings_for)
 from test_container import recorder, workspace  # noqa: F401  (module-scoped fixtures shared with this file)
 
@@ -67,8 +68,8 @@ def approve(issuer, code, ca):
 
 
 def run_interactive(args, issuer, ca, timeout=180):
-    """`podman run -t …`: a terminal for the login; approves the code the container shows."""
-    process = subprocess.Popen(["podman", *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+    """`docker run -t …`: a terminal for the login; approves the code the container shows."""
+    process = subprocess.Popen([DOCKER, *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT)
     output = b""
     approved = False
@@ -109,9 +110,9 @@ def test_infn_chain_in_the_image(infn_world, recorder, workspace):
     ]) + "\n")
     volume = f"{PREFIX}infn-home-{TOKEN}"
     server = f"{PREFIX}infn-server-{TOKEN}"
-    podman("volume", "rm", "--force", volume, check=False)
-    podman("volume", "create", volume)
-    common = ["--network", "host", "--env-file", str(env_file), "--volume", f"{volume}:{HOME}",
+    docker("volume", "rm", "--force", volume, check=False)
+    docker("volume", "create", volume)
+    common = ["--network", "host", "--cap-add", "DAC_READ_SEARCH", "--env-file", str(env_file), "--volume", f"{volume}:{HOME}",
               "--volume", f"{infn_world['ca']}:{CA_IN_CONTAINER}:ro"]
     try:
         code, output = run_interactive(["run", "--rm", "-t", *common, IMAGE, "config"], infn_world["issuer"], infn_world["ca"])
@@ -120,47 +121,47 @@ def test_infn_chain_in_the_image(infn_world, recorder, workspace):
             assert line in output, output
 
         remove_container(server)
-        podman("run", "--detach", "--name", server, "--hostname", VM_HOSTNAME, *common,
+        docker("run", "--detach", "--name", server, "--hostname", VM_HOSTNAME, *common,
                "--volume", f"{workspace / 'data'}:/backup/dir1:ro", IMAGE)
-        wait_until(lambda: podman("exec", "--user", "user", server, "cloud-backup", "server-status", check=False).returncode == 0,
+        wait_until(lambda: docker("exec", "--user", "user", server, "cloud-backup", "server-status", check=False).returncode == 0,
                    60, 0.5, "the INFN server")
-        backup = podman("exec", "--user", "user", server, "cloud-backup", "backup", "/backup/dir1", check=False, timeout=300)
+        backup = docker("exec", "--user", "user", server, "cloud-backup", "backup", "/backup/dir1", check=False, timeout=300)
         assert backup.returncode == 0, backup.stdout + backup.stderr
         assert "backup using the REST server" in backup.stderr, backup.stderr
         assert [p["path"].rsplit("/", 1)[-1] for p in pings_for(recorder, check_id)] == ["start", "0"]
 
-        snapshots = podman("exec", "--user", "user", server, "cloud-backup", "restic", "snapshots", "--json")
+        snapshots = docker("exec", "--user", "user", server, "cloud-backup", "restic", "snapshots", "--json")
         assert len(json.loads(snapshots.stdout)) == 1
 
-        token = podman("exec", "--user", "user", server, "cloud-backup", "check-refresh-token", check=False)
+        token = docker("exec", "--user", "user", server, "cloud-backup", "check-refresh-token", check=False)
         assert token.returncode == 0, token.stderr
         assert "days left" in token.stderr
         assert [p["path"].rsplit("/", 1)[-1] for p in pings_for(recorder, token_id)] == ["start", "0"]
 
-        status = podman("exec", "--user", "user", server, "cloud-backup", "status", check=False)
+        status = docker("exec", "--user", "user", server, "cloud-backup", "status", check=False)
         assert "✓ login: account infncloud loaded" in status.stdout, status.stdout
 
         started = time.monotonic()
-        podman("stop", "--time", "10", server)
+        docker("stop", "--time", "10", server)
         assert time.monotonic() - started < 10
-        logs = podman("logs", server).stderr
+        logs = docker("logs", server).stderr
         assert "REST server stopped" in logs, logs
 
         # Through the image's system store alone: its bundle with the test CA added, CLOUD_BACKUP_CA_FILE
         # unset. The account made with the CA file follows (no new login); rclone, restic and the tool
         # trust the system's bundle.
         bundle = infn_world["work"] / "system-bundle.pem"
-        image_bundle = podman("run", "--rm", "--network", "none", "--entrypoint", "cat", IMAGE, SYSTEM_BUNDLE).stdout
+        image_bundle = docker("run", "--rm", "--network", "none", "--entrypoint", "cat", IMAGE, SYSTEM_BUNDLE).stdout
         assert "BEGIN CERTIFICATE" in image_bundle
         bundle.write_text(image_bundle + infn_world["ca"].read_text())
         os.chmod(bundle, 0o644)
         system_env = infn_world["work"] / "infn-system.env"
         system_env.write_text("".join(line + "\n" for line in env_file.read_text().splitlines() if not line.startswith("CLOUD_BACKUP_CA_FILE=")))
-        system = podman("run", "--rm", "--network", "host", "--hostname", VM_HOSTNAME, "--env-file", str(system_env),
+        system = docker("run", "--rm", "--network", "host", "--cap-add", "DAC_READ_SEARCH", "--hostname", VM_HOSTNAME, "--env-file", str(system_env),
                         "--volume", f"{volume}:{HOME}", "--volume", f"{bundle}:{SYSTEM_BUNDLE}:ro",
                         "--volume", f"{workspace / 'data'}:/backup/dir1:ro", IMAGE, "backup", "/backup/dir1", check=False, timeout=300)
         assert system.returncode == 0, system.stdout + system.stderr
         assert "now verifies the identity provider with the system's CA store" in system.stderr, system.stderr
     finally:
         remove_container(server)
-        podman("volume", "rm", "--force", volume, check=False)
+        docker("volume", "rm", "--force", volume, check=False)

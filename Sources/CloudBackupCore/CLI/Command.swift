@@ -12,6 +12,82 @@ public struct Command: Sendable {
         case flags([String])
         /// Anything, handed to restic. `--help` alone shows our help when `ownHelp`, restic's otherwise.
         case forRestic(ownHelp: Bool)
+        /// Options of its own (`restore`), checked by the parser: a mistake is a usage error (64)
+        /// before any configuration is read.
+        case options(Options)
+    }
+
+    /// `--name VALUE` / `--name=VALUE` options, switches, and up to `operands.count` operands, in any
+    /// order; `--` ends the options.
+    public struct Options: Sendable, Equatable {
+        /// Options taking a value, each given at most once, or any number of times when `repeatable`.
+        public var valued: [String]
+        public var repeatable: [String]
+        public var switches: [String]
+        /// Valued options that must be given.
+        public var required: [String]
+        /// Names of the optional operands, for messages ("SNAPSHOT").
+        public var operands: [String]
+        /// The overview's argument line, e.g. "[SNAPSHOT] --target DIR [--include PATH]… [--overwrite]".
+        public var synopsis: String
+
+        public init(valued: [String], repeatable: [String] = [], switches: [String], required: [String], operands: [String], synopsis: String) {
+            self.valued = valued
+            self.repeatable = repeatable
+            self.switches = switches
+            self.required = required
+            self.operands = operands
+            self.synopsis = synopsis
+        }
+
+        public struct Parsed: Sendable, Equatable {
+            public var values: [String: [String]] = [:]
+            public var switches: Set<String> = []
+            public var operands: [String] = []
+        }
+
+        public func parse(_ arguments: [String], command: String) throws -> Parsed {
+            var parsed = Parsed()
+            var index = 0
+            var optionsEnded = false
+            func usage(_ problem: String) -> CloudBackupError {
+                .usage("\(command): \(problem). Usage: cloud-backup \(command) \(synopsis) (see `cloud-backup \(command) --help`).")
+            }
+            while index < arguments.count {
+                let argument = arguments[index]
+                index += 1
+                if !optionsEnded && argument == "--" { optionsEnded = true; continue }
+                guard !optionsEnded, argument.hasPrefix("-"), argument != "-" else {
+                    guard parsed.operands.count < operands.count else {
+                        throw usage(operands.isEmpty ? "unexpected argument \(shellQuoted(argument))" : "unexpected argument \(shellQuoted(argument)) (only one \(operands.joined(separator: " ")) may be given)")
+                    }
+                    parsed.operands.append(argument)
+                    continue
+                }
+                let name = argument.split(separator: "=", maxSplits: 1).first.map(String.init) ?? argument
+                if switches.contains(argument) {
+                    parsed.switches.insert(argument)
+                } else if valued.contains(name) {
+                    let value: String
+                    if name != argument {
+                        value = String(argument.dropFirst(name.count + 1))
+                    } else {
+                        guard index < arguments.count else { throw usage("\(name) needs a value") }
+                        value = arguments[index]
+                        index += 1
+                    }
+                    guard !value.isEmpty else { throw usage("\(name) needs a value") }
+                    if parsed.values[name] != nil && !repeatable.contains(name) { throw usage("\(name) may be given only once") }
+                    parsed.values[name, default: []].append(value)
+                } else {
+                    throw usage("unknown option \(shellQuoted(argument))")
+                }
+            }
+            if let missing = required.first(where: { parsed.values[$0] == nil }) {
+                throw usage("\(missing) is required")
+            }
+            return parsed
+        }
     }
 
     /// How the command starts.
@@ -75,6 +151,10 @@ public enum ParsedCommandLine: Sendable, Equatable {
                 throw CloudBackupError.usage("\(command.name) takes no arguments (got \(shellQuoted(unexpected))); it is configured by environment variables, see `cloud-backup \(command.name) --help`.")
             }
             return .run(name: command.name, arguments: [])
+        case .options(let options):
+            if asksHelp { return .help(topic: command.name) }
+            _ = try options.parse(rest, command: command.name)
+            return .run(name: command.name, arguments: rest)
         case .flags(let allowed):
             if asksHelp { return .help(topic: command.name) }
             if let unexpected = rest.first(where: { !allowed.contains($0) }) {

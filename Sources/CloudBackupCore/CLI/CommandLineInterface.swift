@@ -33,6 +33,10 @@ public enum CommandLineInterface {
         case .run(let name, let commandArguments):
             guard let command = Commands.named(name) else { return ExitCode.software }
             prepareProcess()
+            // HTTP requests are made by a child of this binary (HTTPClient.exchange), except in that child.
+            if name != IsolatedExchange.commandName, let binary = runningBinary() {
+                HTTPClient.isolatedExecutable.withLock { $0 = binary }
+            }
             return run(command, arguments: commandArguments, environment: environment)
         }
     }
@@ -76,6 +80,16 @@ public enum CommandLineInterface {
     /// - a blocked SIGINT/SIGTERM/SIGHUP would never reach the signal monitor (SIGCHLD is unblocked
     ///   with them). Called on the main thread before the tool starts threads of its own, so they
     ///   inherit the cleared mask.
+    /// This process's executable (the kernel's view, whatever argv[0] says).
+    static func runningBinary() -> String? {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let length = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        guard length > 0 else { return nil }
+        let path = String(decoding: buffer[0..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        // A binary replaced while it runs (an upgrade) reads "… (deleted)": nothing to start then.
+        return path.hasSuffix(" (deleted)") ? nil : path
+    }
+
     static func prepareProcess() {
         signal(SIGPIPE, SIG_IGN)
         var standard = sigaction()

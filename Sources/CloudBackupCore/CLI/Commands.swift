@@ -15,7 +15,8 @@ public enum Commands {
 
             Guided, idempotent set-up. For INFN Cloud storage (AAI_USER, BACKUP_BUCKET, OIDC_PASSWORD):
             starts oidc-agent if needed; the first time, logs you in with the device flow (open the address
-            shown, enter the code; needs a terminal: `docker compose run --rm cloud-backup config`); writes the
+            shown, enter the code; needs a terminal: `docker compose run --rm cloud-backup config`, or
+            `docker-compose run --rm cloud-backup config`); writes the
             infncloud rclone remote and its AWS profile (mode 0600); checks the bucket path (creating it if
             missing). For every destination: creates the repository if there is none (only over a listing
             that shows none). Run again at any time: it checks everything, changes nothing that is right, and
@@ -134,6 +135,80 @@ public enum Commands {
                 ResticJob(kind: .check, userArguments: arguments, configuration: configuration, context: context).run()
             }),
         Command(
+            name: "drill",
+            summary: "Restore DRILL_FILES files of the latest snapshot, compare them with the live ones; pings DRILL_CHECK_URL.",
+            help: """
+            Usage: cloud-backup drill
+
+            A monitored restore drill: proves that this host's latest snapshot gives back the right bytes.
+            - Chooses DRILL_FILES files (default 20) of the snapshot: a quarter the most recently changed, the
+              rest spread over the backed-up paths and their top-level directories, rotating from day to day
+              (seeded by the date) so that over weeks every file gets its turn.
+            - Restores them with `restic restore --verify` into a private temporary directory (mode 0700, in
+              CLOUD_BACKUP_STATE_DIR, or TMPDIR when the state directory is inside a backed-up path; never into
+              the live files), removed at the end, also on SIGTERM/SIGINT.
+            - Compares each with the live file by SHA-256 when the live file's size and modification time are
+              still those recorded in the snapshot; a file changed or deleted since is skipped, not failed.
+            - Fails (exit 1), naming the files, on any restore error or byte mismatch; fails when the snapshot
+              is older than SNAPSHOT_MAX_AGE_HOURS (default 48), holds no file, or lacks a path of DRILL_PATHS
+              (or holds it as an empty directory: an unmounted volume).
+            - restic takes only its shared (reader) lock; an exclusive one (check, prune) is waited for up to
+              LOCK_WAIT_SECONDS, then exit 75. Locks, signals and exit codes otherwise as for `backup`.
+            - DRILL_CHECK_URL: pinged at start and with the exit code at the end, the body saying what was
+              proven, e.g. "drill finished: 20 files restored, 17 byte-identical to the live files (3 skipped:
+              changed since the snapshot), 412 MiB read back, snapshot 1a2b3c4d of 5 h ago; …".
+            - METRICS_DIR: drill.prom gets the run's times and cloud_backup_last_drill_* (files by result,
+              bytes restored, the snapshot's time and age).
+            """,
+            arguments: .none,
+            setup: .configured(.repositoryPassword, pingsFailureTo: "DRILL_CHECK_URL") { _, configuration, context in
+                DrillJob(configuration: configuration, context: context).run()
+            }),
+        Command(
+            name: "restore",
+            summary: "Restore a snapshot (default: this host's latest) into an empty directory, and say how to compare it.",
+            help: """
+            Usage: cloud-backup restore [SNAPSHOT] --target DIR [--include PATH]… [--overwrite]
+
+            Examples: cloud-backup restore --target /srv/restore
+                      cloud-backup restore 1a2b3c4d --target /srv/restore --include /backup/dir1/report.odt
+
+            Restores SNAPSHOT (an ID from `cloud-backup restic snapshots`; default, or `latest`: this host's
+            latest, RESTIC_HOST or the hostname) with `restic restore --verify`, through the REST server when it
+            is provably this state directory's, otherwise directly. Files land under DIR at their original path
+            (/backup/dir1/a → DIR/backup/dir1/a). --include (repeatable) restores only what matches (restic's
+            pattern: a path, or * and ?). restic takes its shared lock; an exclusive one is waited for
+            (LOCK_WAIT_SECONDS).
+            - A DIR that exists and is not empty is refused (exit 73): add --overwrite to restore into it anyway
+              (the snapshot's files replace those of the same name; nothing is ever deleted).
+            - At the end it prints the files and bytes restored and the time taken, and `diff -r` commands to
+              compare the restored copy with the originals.
+            - Run as root it keeps owners, groups and modes; as another user it keeps modes and says that the
+              owners were not kept.
+
+            Docker: mount a directory for the restore. As the image's user (the host directory owned by uid 1000):
+              docker compose run --rm -v /srv/restore:/restore cloud-backup restore --target /restore
+            As root, keeping owners (a directory mounted at /restore in the running container; HOME names the
+            user's settings, and restic then runs without a cache so that root leaves nothing in that home):
+              docker exec --user root --env HOME=/home/user cloud-backup cloud-backup restore --target /restore
+            A VM, as root with your environment (same state directory, repository and password):
+              sudo --preserve-env cloud-backup restore --target /srv/restore
+
+            Exit codes: 0 restored; restic's own on failure (1); 64 usage; 73 target refused; 75 busy.
+            """,
+            arguments: .options(RestoreRequest.options),
+            setup: .configured(.repositoryPassword, pingsFailureTo: nil) { arguments, configuration, context in
+                let request: RestoreRequest
+                do {
+                    request = try RestoreRequest.parse(arguments, currentDirectory: FileManager.default.currentDirectoryPath)
+                } catch {
+                    let failure = CloudBackupError.from(error)
+                    context.log.error(failure.description)
+                    return failure.exitCode
+                }
+                return RestoreCommand(request: request, configuration: configuration, context: context).run()
+            }),
+        Command(
             name: "status",
             summary: "Check every moving part; a ✓/✗ checklist with the fix for each ✗ (exit 0 if all is well).",
             help: """
@@ -158,7 +233,8 @@ public enum Commands {
 
             Reads the refresh token from the oidc-agent account and pings OIDC_TOKEN_CHECK_URL: success with
             "N days left (expires …)" while more than REFRESH_TOKEN_MIN_DAYS (default 7) remain; failure, with
-            the command to run (`docker compose run --rm cloud-backup reauth`), when fewer remain, when it has
+            the command to run (`docker compose run --rm cloud-backup reauth`, or `docker-compose run --rm
+            cloud-backup reauth`), when fewer remain, when it has
             expired, or when it cannot be read. Exit 0 on success, non-zero on failure.
             """,
             arguments: .none,
@@ -173,7 +249,8 @@ public enum Commands {
 
             Renews the INFN Cloud login (the refresh token lasts 30 days): the device flow again for the
             existing oidc-agent account, then the account is reloaded into the running agent and the new expiry
-            printed. Needs a terminal: `docker compose run --rm cloud-backup reauth`.
+            printed. Needs a terminal: `docker compose run --rm cloud-backup reauth` (Compose 1.29:
+            `docker-compose run --rm cloud-backup reauth`).
             """,
             arguments: .none,
             setup: .configured([], pingsFailureTo: nil) { _, configuration, context in
@@ -209,6 +286,20 @@ public enum Commands {
             arguments: .none, hidden: true,
             setup: .standalone { _, environment in
                 CredentialProcess.run(environment: environment)
+            }),
+        Command(
+            name: IsolatedExchange.commandName,
+            summary: "One HTTP request for the tool itself (run by cloud-backup, not by people).",
+            help: """
+            Usage: cloud-backup http-exchange /dev/fd/N   (run by cloud-backup, not by people)
+
+            Makes one HTTP request (a Healthchecks ping, the STS call, the identity provider probe) read as
+            JSON from descriptor N, and prints the answer as JSON: URLSession runs in this child process so
+            that a fatal error inside it cannot end the job that asked.
+            """,
+            arguments: .forRestic(ownHelp: true), hidden: true,
+            setup: .standalone { arguments, _ in
+                IsolatedExchange.serve(arguments: arguments)
             }),
     ]
 

@@ -16,11 +16,14 @@ public enum HelpText {
             case .none: arguments = ""
             case .flags(let flags): arguments = " [" + flags.joined(separator: "|") + "]"
             case .forRestic: arguments = " [ARGS…]"
+            case .options(let options): arguments = " " + options.synopsis
             }
             return (command.name + arguments, command.summary)
         } + [("help [SUBCOMMAND]", "Show this help, or a subcommand's.")]
         return rows.map { name, summary in
-            "  " + name.padding(toLength: max(20, name.count + 1), withPad: " ", startingAt: 0) + summary
+            // A long argument line (restore's) gets the summary on the next line, still aligned.
+            name.count > 20 ? "  \(name)\n" + String(repeating: " ", count: 22) + summary
+                : "  " + name.padding(toLength: max(20, name.count + 1), withPad: " ", startingAt: 0) + summary
         }.joined(separator: "\n")
     }
 
@@ -63,11 +66,16 @@ public enum HelpText {
           RESTIC_HOST                The host name recorded in snapshots (default: this machine's hostname).
 
         Monitoring:
-          BACKUP_CHECK_URL, FORGET_CHECK_URL, CHECK_CHECK_URL
+          BACKUP_CHECK_URL, FORGET_CHECK_URL, CHECK_CHECK_URL, DRILL_CHECK_URL
                                      Healthchecks ping URLs of each job (unset = no pings).
           METRICS_DIR                Write <job>.prom there after each job (node_exporter textfile collector).
-          SNAPSHOT_MAX_AGE_HOURS     status reports this host's latest snapshot when older (default 48).
+          SNAPSHOT_MAX_AGE_HOURS     status and drill fail when this host's latest snapshot is older (default 48).
           PROGRESS_INTERVAL_SECONDS  backup's progress line interval when stdout is not a terminal (default 60).
+
+        Restore drill (drill):
+          DRILL_FILES                How many files each drill restores and compares (1–1000, default 20).
+          DRILL_PATHS                Absolute paths, separated by ':' or spaces, that the latest snapshot must hold,
+                                     each with a file in it (default: none; the drill then only requires files).
 
         Tuning:
           LOCK_WAIT_SECONDS          How long a job waits for another job's lock (default 900).

@@ -69,12 +69,19 @@ public struct Configuration: Sendable {
     public var backupCheckURL: URL?
     public var forgetCheckURL: URL?
     public var checkCheckURL: URL?
+    /// Healthchecks ping URL of `drill`.
+    public var drillCheckURL: URL?
     /// node_exporter's textfile collector directory: each job writes `<job>.prom` there.
     public var metricsDirectory: String?
     /// How often `backup` prints a progress line when stdout is not a terminal.
     public var progressIntervalSeconds: Int
     /// `status` reports this host's latest snapshot when it is older.
     public var snapshotMaximumAgeHours: Int
+    /// How many files `drill` restores and compares (DRILL_FILES).
+    public var drillFiles: Int
+    /// Absolute paths this host's latest snapshot must hold, with at least one file each (DRILL_PATHS;
+    /// empty: none configured, the drill only requires a snapshot that is not empty).
+    public var drillPaths: [String]
     public var lockWaitSeconds: Int
     public var stopGraceSeconds: Int
     /// How long `start-server` waits for rclone to answer before it counts a failed start.

@@ -5,7 +5,7 @@ import Foundation
 public enum ConfigurationLoader {
     /// Variables that may be given as NAME_FILE (Docker secrets). RESTIC_PASSWORD_FILE is restic's own.
     static let fileBackedSecrets = ["RESTIC_REST_USERNAME", "RESTIC_REST_PASSWORD", "BACKUP_CHECK_URL", "FORGET_CHECK_URL", "CHECK_CHECK_URL",
-                                    "OIDC_PASSWORD", "OIDC_TOKEN_CHECK_URL"]
+                                    "DRILL_CHECK_URL", "OIDC_PASSWORD", "OIDC_TOKEN_CHECK_URL"]
 
     /// Parses and validates everything, reporting every problem at once.
     public static func load(
@@ -100,11 +100,18 @@ public enum ConfigurationLoader {
         let backupURL = pingURL("BACKUP_CHECK_URL", secret("BACKUP_CHECK_URL"), problems: &problems)
         let forgetURL = pingURL("FORGET_CHECK_URL", secret("FORGET_CHECK_URL"), problems: &problems)
         let checkURL = pingURL("CHECK_CHECK_URL", secret("CHECK_CHECK_URL"), problems: &problems)
-        secrets += [backupURL, forgetURL, checkURL].compactMap { $0?.absoluteString }
+        let drillURL = pingURL("DRILL_CHECK_URL", secret("DRILL_CHECK_URL"), problems: &problems)
+        secrets += [backupURL, forgetURL, checkURL, drillURL].compactMap { $0?.absoluteString }
         let progressInterval = integer("PROGRESS_INTERVAL_SECONDS", in: environment, default: 60, range: 1...86_400,
                                        meaning: "a number of seconds from 1 to 86400", problems: &problems)
         let maximumAge = integer("SNAPSHOT_MAX_AGE_HOURS", in: environment, default: 48, range: 1...8760,
                                  meaning: "a number of hours from 1 to 8760", problems: &problems)
+        let drillFiles = integer("DRILL_FILES", in: environment, default: 20, range: 1...1000,
+                                 meaning: "a number of files from 1 to 1000", problems: &problems)
+        let drillPaths = PathCoverage.parse(environment["DRILL_PATHS"] ?? "")
+        if !drillPaths.relative.isEmpty {
+            problems.append("DRILL_PATHS: \(drillPaths.relative.joined(separator: ", ")) \(drillPaths.relative.count == 1 ? "is not an absolute path" : "are not absolute paths"): list the absolute paths the backup saves (as restic records them), separated by ':' or spaces, e.g. /backup/dir1:/backup/dir2.")
+        }
         let metricsDirectory = environment["METRICS_DIR"]
         if let metricsDirectory, !metricsDirectory.hasPrefix("/") {
             problems.append("METRICS_DIR=\(metricsDirectory): must be an absolute path (node_exporter's --collector.textfile.directory).")
@@ -157,9 +164,12 @@ public enum ConfigurationLoader {
             backupCheckURL: backupURL,
             forgetCheckURL: forgetURL,
             checkCheckURL: checkURL,
+            drillCheckURL: drillURL,
             metricsDirectory: metricsDirectory,
             progressIntervalSeconds: progressInterval,
             snapshotMaximumAgeHours: maximumAge,
+            drillFiles: drillFiles,
+            drillPaths: drillPaths.paths,
             lockWaitSeconds: lockWait,
             stopGraceSeconds: grace,
             serverStartTimeoutSeconds: serverStart,

@@ -94,7 +94,9 @@ func describe(_ error: Error) -> String {
     if let error = error as? CocoaError {
         switch error.code {
         case .fileReadNoSuchFile, .fileNoSuchFile: return "no such file"
-        case .fileReadNoPermission: return "permission denied"
+        case .fileReadNoPermission, .fileWriteNoPermission: return "permission denied"
+        case .fileWriteVolumeReadOnly: return "read-only file system"
+        case .fileWriteOutOfSpace: return "no space left on device"
         case .fileReadInapplicableStringEncoding: return "not UTF-8 text"
         case .fileReadUnknown: return "cannot be read"
         default: break

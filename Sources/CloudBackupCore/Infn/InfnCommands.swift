@@ -83,10 +83,12 @@ public struct InfnLogin {
             say("""
 
                 Next steps:
-                  - start the server: docker compose up -d   (by hand: cloud-backup start-server)
+                  - start the server: docker compose up -d   (docker-compose 1.29: docker-compose up -d;
+                    by hand: cloud-backup start-server)
                   - the scheduled jobs (ofelia-config.ini) back up, forget and check; run one now with
-                    docker compose exec --user user cloud-backup cloud-backup backup /backup
-                  - check everything at any time: cloud-backup status
+                    docker exec --user user cloud-backup cloud-backup backup /backup
+                  - check everything at any time, in the server's container:
+                    docker exec --user user cloud-backup cloud-backup status   (by hand: cloud-backup status)
                 """)
             return ExitCode.success
         } catch {
@@ -142,7 +144,7 @@ public struct InfnLogin {
         }
         let monitor = HealthchecksMonitor(check: settings.tokenCheckURL, configuration: configuration, context: context)
         monitor.start()
-        let renew = "run `docker compose run --rm cloud-backup reauth` (by hand: cloud-backup reauth) to log in again"
+        let renew = "run `docker compose run --rm cloud-backup reauth` (or `docker-compose run --rm cloud-backup reauth`; by hand: cloud-backup reauth) to log in again"
         let (code, summary): (Int32, String)
         do {
             let token = try agent.refreshToken()
@@ -204,7 +206,7 @@ public struct InfnLogin {
     private func deviceFlow(agent: OidcAgent, reauthenticate: Bool) throws {
         guard interactive else {
             throw CloudBackupError.infn("logging in to INFN Cloud needs you to open an address and type a code, and this command has no terminal",
-                                        fix: "run it in a terminal: docker compose run --rm cloud-backup \(reauthenticate ? "reauth" : "config") (without -T)")
+                                        fix: "run it in a terminal: docker compose run --rm cloud-backup \(reauthenticate ? "reauth" : "config") (or docker-compose run --rm cloud-backup \(reauthenticate ? "reauth" : "config"); without -T)")
         }
         say("Logging in to INFN Cloud (\(agent.settings.issuer.absoluteString)) for account \(agent.settings.accountName)…")
         let banner = DeviceFlowBanner()

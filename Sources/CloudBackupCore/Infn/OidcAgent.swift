@@ -102,7 +102,17 @@ public struct OidcAgent {
             throw CloudBackupError.infn("could not start oidc-agent: \(lastLine(result.standardError) ?? "\(result.status)")",
                                         fix: "check that oidc-agent is installed (apt-get install oidc-agent-cli)")
         }
-        // Before any account is loaded into it.
+        // The daemon may still be setting up its socket when the starting process has printed and
+        // exited: under load, an oidc-gen run at once got "Could not connect to oidc-agent". Wait
+        // until it answers (and its socket exists, to be made private before any account is loaded).
+        let deadline = Date().addingTimeInterval(10)
+        while loadedAccounts() == nil {
+            guard Date() < deadline else {
+                throw CloudBackupError.infn("oidc-agent was started but does not answer on \(paths.agentSocket) after 10 s",
+                                            fix: "run the command again; if it persists, check that oidc-agent works (oidc-agent --version) and that \(directory) is writable")
+            }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
         tightenSocket()
         let pid = (object["dpid"] as? String).flatMap { pid_t($0) } ?? (object["dpid"] as? NSNumber)?.int32Value
         log.info("started oidc-agent (PID \(pid.map(String.init) ?? "?")) on \(paths.agentSocket)")
@@ -216,7 +226,7 @@ public struct OidcAgent {
     func decryptedAccount() throws -> (text: String, object: [String: Any]) {
         guard accountExists else {
             throw CloudBackupError.infn("there is no oidc-agent account \(settings.accountName) yet (looked in \(configurationDirectory))",
-                                        fix: "run `cloud-backup config` once, in a terminal (Docker: docker compose run --rm cloud-backup config)")
+                                        fix: "run `cloud-backup config` once, in a terminal (Docker: docker compose run --rm cloud-backup config, or docker-compose run --rm cloud-backup config)")
         }
         guard let result = try runner.run(spec("oidc-gen", OidcCommand.printAccount(settings.accountName), password: true), timeout: 30) else {
             throw CloudBackupError.infn("oidc-gen -p did not finish within 30 s", fix: "check oidc-agent")
@@ -228,7 +238,7 @@ public struct OidcAgent {
                                             fix: "set OIDC_PASSWORD to the password chosen at the first `cloud-backup config`; nothing was started or changed")
             }
             throw CloudBackupError.infn("cannot read the oidc-agent account \(settings.accountName): \(reason)",
-                                        fix: "run `cloud-backup config` (Docker: docker compose run --rm cloud-backup config)")
+                                        fix: "run `cloud-backup config` (Docker: docker compose run --rm cloud-backup config, or docker-compose run --rm cloud-backup config)")
         }
         guard let object = try? JSONSerialization.jsonObject(with: Data(result.standardOutput.utf8)) as? [String: Any] else {
             throw CloudBackupError.infn("oidc-gen -p printed no account configuration for \(settings.accountName)", fix: "run `cloud-backup reauth`")

@@ -16,11 +16,14 @@ public struct JobContext: Sendable {
     public var backoffScale: Double
     /// Whether our stdout is a terminal (restic then draws its own progress).
     public var stdoutIsTerminal: Bool
+    /// Which restic reads a backup's files (the image's capability-bearing one, when it can run).
+    public var readAccess: ReadAccess
 
     public init(environment: [String: String], runner: any ProcessRunning = SystemProcessRunner(),
                 signals: SignalMonitor = .shared, log: Logger = Logger(), transport: HTTPTransport? = nil,
                 hostName: String = currentHostName(), sleep: @escaping @Sendable (Double) -> Void = { Thread.sleep(forTimeInterval: $0) },
-                backoffScale: Double = 1, stdoutIsTerminal: Bool = isatty(STDOUT_FILENO) == 1) {
+                backoffScale: Double = 1, stdoutIsTerminal: Bool = isatty(STDOUT_FILENO) == 1,
+                readAccess: ReadAccess = .detect()) {
         self.environment = environment
         self.runner = runner
         self.signals = signals
@@ -31,6 +34,7 @@ public struct JobContext: Sendable {
         self.sleep = sleep
         self.backoffScale = backoffScale
         self.stdoutIsTerminal = stdoutIsTerminal
+        self.readAccess = readAccess
     }
 }
 

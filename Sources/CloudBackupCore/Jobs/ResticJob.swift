@@ -41,12 +41,15 @@ public struct ResticJob {
     public let userArguments: [String]
     public let configuration: Configuration
     public let context: JobContext
+    /// The read access the backup's restic really had (the context's, unless its restic could not start).
+    private let readAccess: Locked<ReadAccess>
 
     public init(kind: Kind, userArguments: [String], configuration: Configuration, context: JobContext) {
         self.kind = kind
         self.userArguments = userArguments
         self.configuration = configuration
         self.context = context
+        readAccess = Locked(context.readAccess)
     }
 
     private var log: Logger { context.log }
@@ -170,7 +173,7 @@ public struct ResticJob {
                 }
                 var summary = successSummary(result.standardOutput, confirmedSnapshot: confirmed)
                 if outcome == .incompleteSnapshot {
-                    summary += "; WARNING: " + Self.unreadableFilesSentence(result.standardError)
+                    summary += "; WARNING: " + Self.unreadableFilesSentence(result.standardError, access: readAccess.withLock { $0 })
                 }
                 return Report(exitCode: code, summary: summary, output: output, notes: notes, statistics: statistics)
 
@@ -185,7 +188,7 @@ public struct ResticJob {
 
             case .unreachable(let reason):
                 let aftermath = kind == .backup
-                    ? "If the backup had started, what it uploaded stays unreferenced in the repository (`forget --prune` removes it) and its lock may remain (the next job removes it once it has proven that this restic has ended)."
+                    ? "If the backup had started, what it uploaded stays unreferenced in the repository (harmless; the next `forget --prune` that removes a snapshot, or `cloud-backup restic prune`, deletes it) and its lock may remain (the next job removes it once it has proven that this restic has ended)."
                     : "A lock of this run may remain (the next job removes it once it has proven that this restic has ended)."
                 return failure(code, "\(kind.rawValue) failed: the repository could not be reached (\(reason))\(serverCause(route: route, since: started)). \(aftermath) Check the destination and the network.", output: output)
 
@@ -269,11 +272,11 @@ public struct ResticJob {
         return .failure(Unconfirmed(message: "restic reported snapshot \(id.prefix(8)) saved, but it cannot be read back from the repository (\(outcome.reason)): the backup is not safe. Was the destination removed, unmounted or emptied during the backup? Check it (`cloud-backup status`) before the next run"))
     }
 
-    /// Exit 3, as a sentence: which files, and what to do.
-    static func unreadableFilesSentence(_ errors: String) -> String {
+    /// Exit 3, as a sentence: which files, and what to do (in the image: how to read every file).
+    static func unreadableFilesSentence(_ errors: String, access: ReadAccess = .plain) -> String {
         let (files, more) = ResticMessages.unreadableFiles(in: errors)
         let which = files.isEmpty ? "some files could not be read" : "\(files.count + more) file\(files.count + more == 1 ? "" : "s") could not be read: \(files.joined(separator: "; "))\(more > 0 ? "; and \(more) more" : "")"
-        return "\(which) (restic exit code 3: the snapshot was saved without them). Give this user read access to them (run the backup as a user who can read them), or leave them out with --exclude"
+        return "\(which) (restic exit code 3: the snapshot was saved without them). \(access.advice(unreadable: errors))"
     }
 
     /// What the REST server logged against the destination while this job ran: restic only saw
@@ -321,11 +324,24 @@ public struct ResticJob {
             if !summary.isEmpty { return "backup finished: \(summary.oneLine)" }
             return confirmedSnapshot.map { "backup finished: snapshot \($0) saved" } ?? "backup finished"
         case .check:
-            return "check finished: no errors were found"
+            guard let leftovers = Self.additionalFiles(standardOutput) else { return "check finished: no errors were found" }
+            return "check finished: no errors were found; \(leftovers) additional file\(leftovers == 1 ? "" : "s") (data no snapshot uses) found: "
+                + "what interrupted backups leave behind, harmless. The next `forget --prune` that removes a snapshot deletes \(leftovers == 1 ? "it" : "them"), "
+                + "or now: `cloud-backup restic prune`"
         case .forget:
             guard let counts = Self.forgetCounts(standardOutput) else { return "forget finished" }
             return "forget finished: \(counts.removed) snapshot\(counts.removed == 1 ? "" : "s") removed, \(counts.kept) kept"
         }
+    }
+
+    /// restic check's "N additional files were found in the repo" (packs no index names: what an
+    /// interrupted backup uploaded before it could save its index). nil when there are none.
+    static func additionalFiles(_ output: String) -> Int? {
+        for line in output.split(separator: "\n") {
+            let words = line.split(separator: " ")
+            if words.count >= 4, words[1...3] == ["additional", "files", "were"], let count = Int(words[0]), count > 0 { return count }
+        }
+        return nil
     }
 
     /// Snapshots kept and removed, summed over restic's groups ("keep 3 snapshots:", "remove 1 snapshots:").
@@ -386,8 +402,10 @@ public struct ResticJob {
 
     private func runRestic(_ arguments: [String], route: RepositoryRoute, output: OutputMode, errors: OutputMode,
                            group: ProcessGroupMode = .new) throws -> ProcessResult {
+        // A backup reads its files with the capability-bearing restic when it can run (ReadAccess).
+        let access = readAccess.withLock { $0 }
         let spec = ProcessSpec(
-            executable: "restic",
+            executable: kind == .backup ? access.backupRestic : "restic",
             arguments: arguments,
             environment: ResticCommand.environment(base: configuration.childEnvironment, route: route, password: configuration.resticPassword),
             // `backup --stdin` reads what is piped to us; anything else never waits for a keyboard.
@@ -395,8 +413,19 @@ public struct ResticJob {
             standardOutput: output,
             standardError: errors,
             processGroup: group)
-        return try runInterruptibly(spec, runner: resticRunner, signals: context.signals,
-                                    graceSeconds: configuration.stopGraceSeconds, log: log)
+        do {
+            return try runInterruptibly(spec, runner: resticRunner, signals: context.signals,
+                                        graceSeconds: configuration.stopGraceSeconds, log: log)
+        } catch CloudBackupError.system(let what, let code) where spec.executable != "restic" && (code == EPERM || code == EACCES) {
+            // The kernel would not grant the file capability after all (a security module, a file system
+            // without extended attributes): the plain restic still backs up what this user may read.
+            log.warning("\(what) failed: \(String(cString: strerror(code))): backing up with the plain restic, which reads only what uid \(getuid()) may read")
+            readAccess.withLock { $0 = .plain }
+            var plain = spec
+            plain.executable = "restic"
+            return try runInterruptibly(plain, runner: resticRunner, signals: context.signals,
+                                        graceSeconds: configuration.stopGraceSeconds, log: log)
+        }
     }
 
     /// Sleeps, but returns false at once when a stop was requested.

@@ -29,7 +29,8 @@ public struct ResticPassthrough {
                                      deletes: subcommand.map(RouteFinder.deletingCommands.contains) ?? false)
         context.log.info("restic using \(route)")
         let spec = ProcessSpec(
-            executable: "restic",
+            // `restic backup` reads its files with the capability-bearing restic when it can run (ReadAccess).
+            executable: subcommand == "backup" ? context.readAccess.backupRestic : "restic",
             arguments: arguments,
             environment: ResticCommand.environment(base: configuration.childEnvironment, route: route, password: configuration.resticPassword),
             standardInput: .inherit,

@@ -56,8 +56,9 @@ public struct StatusReport {
             if repository.ok { checks += snapshotChecks(configuration, route: route) }
         }
         checks.append(serverCheck(configuration))
+        if let readAccess = context.readAccess.statusLine { checks.append(readAccess) }
         let urls: [(String, URL?)] = [("BACKUP_CHECK_URL", configuration.backupCheckURL), ("FORGET_CHECK_URL", configuration.forgetCheckURL),
-                                      ("CHECK_CHECK_URL", configuration.checkCheckURL)]
+                                      ("CHECK_CHECK_URL", configuration.checkCheckURL), ("DRILL_CHECK_URL", configuration.drillCheckURL)]
         for (name, url) in urls {
             if let url { checks.append(pingHostCheck(name: name, url: url)) }
         }
@@ -92,7 +93,7 @@ public struct StatusReport {
                 : .fail("login", "account \(settings.accountName) is not loaded", fix: "start the server (it loads the account) or run `cloud-backup config`"))
         } else {
             checks.append(.fail("oidc-agent", "not running on \(configuration.infnPaths.agentSocket)",
-                                fix: "start the server: `cloud-backup start-server` (Docker: `docker compose up -d`) starts it"))
+                                fix: "start the server: `cloud-backup start-server` (Docker: `docker compose up -d` or `docker-compose up -d`) starts it"))
         }
         do {
             switch RefreshTokenLifetime.of(try agent.refreshToken()) {
@@ -103,11 +104,11 @@ public struct StatusReport {
                 checks.append(date > Date() && days >= settings.refreshTokenMinimumDays
                     ? .pass("login", "refresh token valid for \(left) more")
                     : .fail("login", date <= Date() ? "the refresh token has expired" : "the refresh token expires in \(left)",
-                            fix: "run `docker compose run --rm cloud-backup reauth`"))
+                            fix: "run `docker compose run --rm cloud-backup reauth` (or `docker-compose run --rm cloud-backup reauth`)"))
             case .never:
                 checks.append(.pass("login", "the refresh token does not expire"))
             case .unreadable(let reason):
-                checks.append(.fail("login", reason, fix: "run `docker compose run --rm cloud-backup reauth`"))
+                checks.append(.fail("login", reason, fix: "run `docker compose run --rm cloud-backup reauth` (or `docker-compose run --rm cloud-backup reauth`)"))
             }
         } catch {
             let failure = CloudBackupError.from(error)
@@ -216,14 +217,14 @@ public struct StatusReport {
             return .fail("REST server", "something else answers on 127.0.0.1:\(port) (HTTP \(status))", fix: "choose another RESTIC_REST_PORT")
         case .nothing:
             if alive, let record, record.networkNamespace != Namespaces.network {
-                return .pass("REST server", "runs in another container (\(record.whereabouts)), serving \(record.destination), \(record.state == .ready ? "ready" : "not ready"); commands in this container go to the destination directly")
+                return .pass("REST server", "runs in another container (\(record.whereabouts)), serving \(record.destination), \(record.state == .ready ? "ready" : "not ready"); commands in this container go to the destination directly. To check it from its own container: `docker exec --user user cloud-backup cloud-backup status`")
             }
             if alive, let record {
                 return .fail("REST server", "start-server is running (\(record.whereabouts)) but not ready on 127.0.0.1:\(port)\(record.lastError.map { ": \($0)" } ?? "")",
-                             fix: "see the server's log (`docker compose logs cloud-backup`); check the destination")
+                             fix: "see the server's log (`docker logs cloud-backup`); check the destination")
             }
             return .fail("REST server", "nothing answers on 127.0.0.1:\(port)",
-                         fix: "start it: `cloud-backup start-server` (Docker: `docker compose up -d`)")
+                         fix: "start it: `cloud-backup start-server` (Docker: `docker compose up -d`, or `docker-compose up -d`)")
         }
     }
 

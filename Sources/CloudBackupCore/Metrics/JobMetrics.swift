@@ -8,15 +8,19 @@ public struct JobMetrics: Sendable, Equatable {
     public var end: Date
     public var exitCode: Int32
     public var backup: BackupStatistics?
+    /// What the last drill proved (nil when it did not get as far as the snapshot).
+    public var drill: DrillStatistics?
     /// When the job last succeeded (this run, or carried over from the previous file).
     public var lastSuccess: Date?
 
-    public init(job: String, start: Date, end: Date, exitCode: Int32, backup: BackupStatistics? = nil, lastSuccess: Date? = nil) {
+    public init(job: String, start: Date, end: Date, exitCode: Int32, backup: BackupStatistics? = nil,
+                drill: DrillStatistics? = nil, lastSuccess: Date? = nil) {
         self.job = job
         self.start = start
         self.end = end
         self.exitCode = exitCode
         self.backup = backup
+        self.drill = drill
         self.lastSuccess = exitCode == 0 ? end : lastSuccess
     }
 
@@ -52,6 +56,17 @@ public struct JobMetrics: Sendable, Equatable {
             family("cloud_backup_last_snapshot_processed_bytes", "Bytes the last backup read.", [(label, "\(backup.bytesProcessed)")])
             family("cloud_backup_last_snapshot_processed_files", "Files the last backup read.", [(label, "\(backup.filesProcessed)")])
         }
+        if let drill {
+            let job = "job=\"\(escapeLabelValue(self.job))\""
+            family("cloud_backup_last_drill_files", "Files the last drill restored, by what comparing them with the live files showed.", [
+                ("{\(job),result=\"identical\"}", "\(drill.identical)"),
+                ("{\(job),result=\"skipped\"}", "\(drill.skipped)"),
+                ("{\(job),result=\"failed\"}", "\(drill.failed)"),
+            ])
+            family("cloud_backup_last_drill_restored_bytes", "Bytes the last drill restored from the repository.", [(label, "\(drill.restoredBytes)")])
+            family("cloud_backup_last_drill_snapshot_timestamp_seconds", "When the snapshot the last drill restored from was taken (Unix time).", [(label, seconds(drill.snapshotTime))])
+            family("cloud_backup_last_drill_snapshot_age_seconds", "How old that snapshot was when the drill ran.", [(label, String(format: "%.0f", drill.snapshotAgeSeconds))])
+        }
         return lines.joined(separator: "\n") + "\n"
     }
 
@@ -77,4 +92,23 @@ public struct JobMetrics: Sendable, Equatable {
 
 func escapeLabelValue(_ value: String) -> String {
     value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n")
+}
+
+/// The drill's figures for `cloud_backup_last_drill_*`.
+public struct DrillStatistics: Sendable, Equatable {
+    public var identical: Int
+    public var skipped: Int
+    public var failed: Int
+    public var restoredBytes: Int64
+    public var snapshotTime: Date
+    public var snapshotAgeSeconds: Double
+
+    public init(identical: Int, skipped: Int, failed: Int, restoredBytes: Int64, snapshotTime: Date, snapshotAgeSeconds: Double) {
+        self.identical = identical
+        self.skipped = skipped
+        self.failed = failed
+        self.restoredBytes = restoredBytes
+        self.snapshotTime = snapshotTime
+        self.snapshotAgeSeconds = snapshotAgeSeconds
+    }
 }

@@ -46,6 +46,17 @@ public struct ResticRunRegistry: Sendable {
         public var alive: Bool
     }
 
+    /// Root running restic on a user's state directory (a restore with the original owners, `docker exec
+    /// --user root`) makes its registry files belong to the state directory's owner, so that the user's
+    /// jobs can still read them and prove a lock of that restic abandoned.
+    func giveToStateOwner(_ descriptor: Int32) {
+        guard geteuid() == 0 else { return }
+        var state = stat()
+        guard stat((directory as NSString).deletingLastPathComponent, &state) == 0, state.st_uid != 0 else { return }
+        _ = chown(directory, state.st_uid, state.st_gid)
+        _ = fchown(descriptor, state.st_uid, state.st_gid)
+    }
+
     /// Every registered process, alive or not. Files being set up (no `.json` yet) are skipped.
     public func observe() -> [Observed] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
@@ -127,6 +138,7 @@ public struct RegisteringRunner: ProcessRunning {
             case .failure(.cannotOpen(let code)): throw CloudBackupError.system("creating \(setUp)", code)
             case .failure(.busy): throw CloudBackupError.internalError("\(setUp) is locked by someone else")
             }
+            registry.giveToStateOwner(lock.descriptor)
         } catch {
             log.warning("cannot register restic in \(registry.directory) (\(CloudBackupError.from(error).description)): running it unregistered; a lock it leaves behind will only be removed once it is 30 min old")
             return try base.launch(spec)

@@ -18,6 +18,8 @@ public enum CloudBackupError: Error, Equatable, CustomStringConvertible {
     /// A stop request (SIGTERM/SIGINT) ended the command.
     case interrupted(String)
     case cannotWrite(path: String, reason: String)
+    /// `restore` will not write into this target (not empty, not a directory): what and how to proceed.
+    case targetRefused(String)
     case serverFailed(String)
     case internalError(String)
     /// INFN Cloud login (oidc-agent, identity provider, STS) failed.
@@ -39,6 +41,7 @@ public enum CloudBackupError: Error, Equatable, CustomStringConvertible {
         case .initFailed, .wrongPassword: return ExitCode.failure
         case .interrupted: return ExitCode.interrupted
         case .cannotWrite: return ExitCode.cannotCreate
+        case .targetRefused: return ExitCode.cannotCreate
         case .serverFailed: return ExitCode.unavailable
         case .internalError: return ExitCode.software
         case .infn: return ExitCode.noPermission
@@ -79,8 +82,13 @@ public enum CloudBackupError: Error, Equatable, CustomStringConvertible {
             return "wrong password — RESTIC_PASSWORD does not open the repository at \(destination). Use the password the repository was created with."
         case .interrupted(let message):
             return message
+        case .targetRefused(let message):
+            return message
         case .cannotWrite(let path, let reason):
-            return "cannot write \(path): \(reason). Check that the directory exists and is writable by this user."
+            // Foundation's own texts end with a period already.
+            let cause = reason.hasSuffix(".") ? String(reason.dropLast()) : reason
+            return "cannot write \(path): \(cause). Check that the directory exists and that this user, uid \(getuid()), may write to it "
+                + "(the image runs as uid 1000: a directory mounted into the container must belong to it, e.g. `chown -R 1000:1000 DIR` on the host)."
         case .serverFailed(let message):
             return message
         case .internalError(let message):

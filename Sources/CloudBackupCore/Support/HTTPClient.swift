@@ -40,10 +40,26 @@ public enum HTTPClient {
 
     /// A GET (`body` nil) or a POST; the answer's body is kept up to `answerLimit` bytes. Redirects are
     /// not followed (a 3xx is the answer). Any failure is an `HTTPTransport.Failure` saying why.
+    ///
+    /// In the cloud-backup binary the request is made by a child process of the same binary
+    /// (`isolatedExecutable`, the hidden `http-exchange` subcommand): swift-corelibs-foundation ends the
+    /// whole process with a fatal error ("Transfer completed, but there's no response") when a server
+    /// sends a status line and then closes the connection inside the headers, and a ping must never
+    /// take a backup down with it. The child is killed at the deadline; a crash or a kill is a failed
+    /// request like any other (docs/design.md#http-urlsession-and-what-it-costs).
     public static func exchange(url: URL, body: Data?, contentType: String = "text/plain; charset=utf-8",
                                 timeout: Double, answerLimit: Int = 0, trust: TLSTrust = .processDefault) throws -> Answer {
-        try exchange(url: url, body: body, contentType: contentType, timeout: timeout, answerLimit: answerLimit, trust: trust, urlSessionTimeout: nil)
+        if let executable = isolatedExecutable.withLock({ $0 }) {
+            return try IsolatedExchange.run(executable: executable,
+                                            request: .init(url: url.absoluteString, body: body, contentType: contentType, timeout: timeout,
+                                                           answerLimit: answerLimit, caFile: trust.caFile, caVariable: trust.variable))
+        }
+        return try exchange(url: url, body: body, contentType: contentType, timeout: timeout, answerLimit: answerLimit, trust: trust, urlSessionTimeout: nil)
     }
+
+    /// The binary whose `http-exchange` subcommand makes requests in a child process; nil: in this
+    /// process. Set by `CommandLineInterface` to the running binary (tests set it to the built one).
+    static let isolatedExecutable = Locked<String?>(nil)
 
     /// `urlSessionTimeout`: what URLSession itself is told (default: the same as ours); tests give it
     /// longer, to show that our own bound holds alone.
@@ -264,4 +280,106 @@ public func _cloudBackupCurlMultiAddHandle(_ multi: OpaquePointer?, _ easy: Opaq
     CurlTrustHook.apply(to: easy)
     guard let add = CurlTrustHook.library.add else { return CurlTrustHook.multiInternalError }
     return add(multi, easy)
+}
+
+/// One request made by a child process (`cloud-backup http-exchange /dev/fd/N`): the request goes
+/// through a pipe (a ping body may hold parts of a job's output, so never argv or the environment),
+/// the answer comes back as JSON on the child's stdout.
+enum IsolatedExchange {
+    static let commandName = "http-exchange"
+
+    struct Request: Codable, Sendable {
+        var url: String
+        var body: Data?
+        var contentType: String
+        var timeout: Double
+        var answerLimit: Int
+        var caFile: String?
+        var caVariable: String
+    }
+
+    struct Reply: Codable, Sendable {
+        var status: Int?
+        var pingBodyLimit: String?
+        var body: String?
+        var failure: String?
+        var isTLS: Bool?
+    }
+
+    /// The parent's side: spawn, hand the request over, wait at most the timeout and a little more.
+    static func run(executable: String, request: Request, runner: any ProcessRunning = SystemProcessRunner()) throws -> HTTPClient.Answer {
+        let payload = try JSONEncoder().encode(request)
+        var descriptors: [Int32] = [-1, -1]
+        guard systemPipe2(&descriptors, O_CLOEXEC) == 0 else { throw HTTPTransport.Failure(description: "cannot create a pipe (\(String(cString: strerror(errno))))") }
+        let (readEnd, writeEnd) = (descriptors[0], descriptors[1])
+        defer { close(readEnd) }
+        // Written while the child reads (a body may exceed the pipe's 64 kB); a child that dies early
+        // closes its end and the write ends with EPIPE (SIGPIPE is ignored by the tool).
+        let written = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            payload.withUnsafeBytes { writeFully(writeEnd, $0.baseAddress!, $0.count) }
+            close(writeEnd)
+            written.signal()
+        }
+        var spec = ProcessSpec(executable: executable, arguments: [commandName, "/dev/fd/\(readEnd)"],
+                               environment: ["PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"],
+                               standardOutput: .collect(limit: 4 << 20), standardError: .collect(limit: 64 << 10))
+        spec.inheritedDescriptors = [readEnd]
+        let seconds = max(0.05, request.timeout)
+        let result: ProcessResult?
+        do {
+            result = try runner.run(spec, timeout: seconds + 1)
+        } catch {
+            throw HTTPTransport.Failure(description: "cannot start the HTTP client (\(error))")
+        }
+        _ = written.wait(timeout: .now() + 1)
+        guard let result else {
+            throw HTTPTransport.Failure(description: "no answer within \(HTTPClient.formatSeconds(seconds)) s")
+        }
+        guard result.status.isSuccess, let reply = try? JSONDecoder().decode(Reply.self, from: Data(result.standardOutput.utf8)) else {
+            let said = lastLine(result.standardError).map { ": \($0)" } ?? ""
+            throw HTTPTransport.Failure(description: "the HTTP client ended without an answer (\(result.status))\(said)")
+        }
+        if let failure = reply.failure { throw HTTPTransport.Failure(description: failure, isTLS: reply.isTLS ?? false) }
+        guard let status = reply.status else { throw HTTPTransport.Failure(description: "the HTTP client gave no status") }
+        return HTTPClient.Answer(status: status, pingBodyLimit: reply.pingBodyLimit ?? "", body: reply.body ?? "")
+    }
+
+    /// The child's side: read the request from the descriptor, make it here, print the reply.
+    static func serve(arguments: [String]) -> Int32 {
+        guard arguments.count == 1, arguments[0].hasPrefix("/dev/fd/"), let descriptor = Int32(arguments[0].dropFirst("/dev/fd/".count)) else {
+            writeStandardError("cloud-backup: error: http-exchange is run by cloud-backup itself, with /dev/fd/N\n")
+            return ExitCode.usage
+        }
+        var data = Data()
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        while data.count <= 16 << 20 {
+            let count = read(descriptor, &buffer, buffer.count)
+            if count < 0 && errno == EINTR { continue }
+            if count <= 0 { break }
+            data.append(contentsOf: buffer[0..<count])
+        }
+        close(descriptor)
+        guard let request = try? JSONDecoder().decode(Request.self, from: data), let url = URL(string: request.url) else {
+            writeStandardError("cloud-backup: error: http-exchange got no readable request\n")
+            return ExitCode.usage
+        }
+        var reply = Reply()
+        do {
+            let answer = try HTTPClient.exchange(url: url, body: request.body, contentType: request.contentType, timeout: request.timeout,
+                                                 answerLimit: request.answerLimit, trust: TLSTrust(caFile: request.caFile, variable: request.caVariable),
+                                                 urlSessionTimeout: nil)
+            reply.status = answer.status
+            reply.pingBodyLimit = answer.pingBodyLimit
+            reply.body = answer.body
+        } catch let failure as HTTPTransport.Failure {
+            reply.failure = failure.description
+            reply.isTLS = failure.isTLS
+        } catch {
+            reply.failure = "\(error)"
+        }
+        guard let encoded = try? JSONEncoder().encode(reply) else { return ExitCode.software }
+        encoded.withUnsafeBytes { writeFully(STDOUT_FILENO, $0.baseAddress!, $0.count) }
+        return ExitCode.success
+    }
 }
