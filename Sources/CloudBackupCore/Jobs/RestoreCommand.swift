@@ -255,16 +255,7 @@ public struct RestoreCommand {
     }
 
     private static func countContents(of descriptor: Int32, into total: inout (files: Int, bytes: Int64)) {
-        let copy = dup(descriptor)
-        guard copy >= 0, let directory = fdopendir(copy) else { return }
-        var names: [[CChar]] = []
-        while let entry = readdir(directory) {
-            var name = withUnsafeBytes(of: entry.pointee.d_name) { raw in raw.prefix { $0 != 0 }.map { CChar(bitPattern: $0) } }
-            if name == [46] || name == [46, 46] { continue }
-            name.append(0)
-            names.append(name)
-        }
-        closedir(directory)
+        guard let names = entryNames(ofDirectory: descriptor) else { return }
         for name in names {
             var info = stat()
             guard fstatat(descriptor, name, &info, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
