@@ -83,6 +83,19 @@ public enum InfnSetup {
         return wroteRclone || wroteAWS
     }
 
+    /// `prepare` for commands without a ping of their own (the restic passthrough, start-server,
+    /// restore): a failure is logged and its exit code returned; nil when everything is ready.
+    static func prepareOrExitCode(_ configuration: Configuration, context: JobContext) -> Int32? {
+        do {
+            try prepare(configuration, context: context)
+            return nil
+        } catch {
+            let failure = CloudBackupError.from(error)
+            context.log.error(failure.description)
+            return failure.exitCode
+        }
+    }
+
     /// Everything a command needs before rclone touches INFN storage: the account (OIDC_PASSWORD
     /// verified against it first, so a wrong one starts and writes nothing), the agent, the files.
     public static func prepare(_ configuration: Configuration, context: JobContext) throws {

@@ -45,13 +45,7 @@ public struct RestServer {
                 return failure.exitCode
             }
         }
-        do {
-            try InfnSetup.prepare(configuration, context: context)
-        } catch {
-            let failure = CloudBackupError.from(error)
-            log.error(failure.description)
-            return failure.exitCode
-        }
+        if let failed = InfnSetup.prepareOrExitCode(configuration, context: context) { return failed }
         let serverLock: FileLock
         switch claimStateDirectory() {
         case .success(let lock): serverLock = lock

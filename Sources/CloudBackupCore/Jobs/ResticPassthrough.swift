@@ -17,13 +17,7 @@ public struct ResticPassthrough {
     }
 
     public func run() -> Int32 {
-        do {
-            try InfnSetup.prepare(configuration, context: context)
-        } catch {
-            let failure = CloudBackupError.from(error)
-            context.log.error(failure.description)
-            return failure.exitCode
-        }
+        if let failed = InfnSetup.prepareOrExitCode(configuration, context: context) { return failed }
         let subcommand = arguments.first { !$0.hasPrefix("-") }
         let route = RouteFinder.find(configuration: configuration, log: context.log,
                                      deletes: subcommand.map(RouteFinder.deletingCommands.contains) ?? false)

@@ -101,13 +101,7 @@ public struct RestoreCommand {
             log.error(refusal.description)
             return refusal.exitCode
         }
-        do {
-            try InfnSetup.prepare(configuration, context: context)
-        } catch {
-            let failure = CloudBackupError.from(error)
-            log.error(failure.description)
-            return failure.exitCode
-        }
+        if let failed = InfnSetup.prepareOrExitCode(configuration, context: context) { return failed }
         let registry = ResticRunRegistry(stateDirectory: configuration.stateDirectory)
         let runner = RegisteringRunner(base: context.runner, registry: registry, hostName: context.hostName, log: log)
         let route = RouteFinder.find(configuration: configuration, log: log)
