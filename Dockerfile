@@ -61,6 +61,8 @@ COPY docker/cloud-backup-entrypoint /usr/local/bin/cloud-backup-entrypoint
 
 VOLUME ["/home/user"]
 WORKDIR /backup
+# What the built-in schedule's backup saves (BACKUP_SCHEDULE): everything mounted under /backup.
+ENV BACKUP_PATHS=/backup
 USER user
 # The REST server's default port; it listens on 127.0.0.1 unless RESTIC_REST_USERNAME/PASSWORD are set.
 EXPOSE 8080

@@ -947,6 +947,8 @@ def documented_variables():
     OIDC_SOCK are what the tool sets for its children, not settings."""
     text = (ROOT / "Sources/CloudBackupCore/CLI/HelpText.swift").read_text()
     names = set(re.findall(r"\b[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+\b", text))
+    # TZ, the one setting without an underscore (the schedule's time zone).
+    names |= {"TZ"} if re.search(r"^\s+TZ\s", text, re.MULTILINE) else set()
     return names - {"NAME_FILE", "RESTIC_REPOSITORY", "OIDC_SOCK"}
 
 

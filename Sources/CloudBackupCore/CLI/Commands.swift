@@ -49,6 +49,22 @@ public enum Commands {
 
             Jobs started in the same container or machine (`backup`, `forget`, `check`, `restic`) use this
             server; anything else answering on the port is never used.
+
+            Built-in schedule (instead of ofelia or cron; `cloud-backup schedule` shows the next runs): set
+            BACKUP_SCHEDULE, FORGET_SCHEDULE, CHECK_SCHEDULE, DRILL_SCHEDULE, TOKEN_CHECK_SCHEDULE to cron
+            expressions (5 fields "0 2 * * *"; 6 with seconds first as in ofelia-config.ini; @daily, @weekly,
+            @hourly…; @every 6h) in the time zone TZ or /etc/localtime. Each run is the job itself
+            (`cloud-backup backup $BACKUP_PATHS`, `forget $FORGET_ARGS`, `check $CHECK_ARGS`, `drill`,
+            `check-refresh-token`) as a child process, with its pings, metrics and locks.
+            - A job still running at its next time is not started twice (logged, and said in its next start
+              ping); backup, forget, check and drill run one at a time, in the order they came due.
+            - SCHEDULE_JITTER_SECONDS: every job of this host runs the same delay after its time, derived
+              from the host name (RESTIC_HOST or the hostname): a fleet spreads out, each host keeps its time.
+            - Missed runs: at start, a job whose time passed since its last successful run (the machine was
+              off) runs once, when the server is ready; SCHEDULE_CATCH_UP=false turns this off. The runs are
+              recorded in CLOUD_BACKUP_STATE_DIR/schedule.json; `status` shows each job's next run and last result.
+            - SIGTERM/SIGINT: running jobs are stopped first (restic removes its lock), then the server.
+            An invalid expression is exit 78 at start, naming the variable.
             """,
             arguments: .none,
             setup: .configured([], pingsFailureTo: nil) { _, configuration, context in
@@ -68,6 +84,22 @@ public enum Commands {
             arguments: .none,
             setup: .configured([], pingsFailureTo: nil) { _, configuration, _ in
                 RestServer.reportStatus(configuration: configuration)
+            }),
+        Command(
+            name: "schedule",
+            summary: "Show the built-in schedule of start-server: each job's next runs, this host's jitter included.",
+            help: """
+            Usage: cloud-backup schedule [--next N] [--from TIME] [--json]
+
+            Reads BACKUP_SCHEDULE, FORGET_SCHEDULE, CHECK_SCHEDULE, DRILL_SCHEDULE, TOKEN_CHECK_SCHEDULE,
+            SCHEDULE_JITTER_SECONDS, the job arguments (BACKUP_PATHS, FORGET_ARGS, CHECK_ARGS) and TZ exactly as
+            start-server does, and prints each job's command and its next N runs (default 3) after TIME (default
+            now; e.g. 2026-12-04T02:00:00Z). Nothing is run. --json prints the same as JSON (times as Unix
+            seconds). Exit 0, or 78 when a setting is invalid (the message names it).
+            """,
+            arguments: .options(SchedulePreview.options),
+            setup: .standalone { arguments, environment in
+                SchedulePreview.run(arguments: arguments, environment: environment)
             }),
         Command(
             name: "backup",

@@ -77,6 +77,17 @@ public enum HelpText {
           DRILL_PATHS                Absolute paths, separated by ':' or spaces, that the latest snapshot must hold,
                                      each with a file in it (default: none; the drill then only requires files).
 
+        Built-in schedule (start-server runs the jobs; `cloud-backup schedule` shows the next runs):
+          BACKUP_SCHEDULE, FORGET_SCHEDULE, CHECK_SCHEDULE, DRILL_SCHEDULE, TOKEN_CHECK_SCHEDULE
+                                     Cron expressions (5 fields; 6 with seconds first; @daily, @every 6h…);
+                                     unset = that job is not scheduled (default: none).
+          BACKUP_PATHS               Absolute paths the scheduled backup saves (default /backup in the image).
+          FORGET_ARGS                The scheduled forget's arguments (default --keep-within 1m --prune).
+          CHECK_ARGS                 The scheduled check's arguments (default --read-data-subset 5%).
+          SCHEDULE_JITTER_SECONDS    This host's fixed delay after each time, 0 to N s, from its name (default 0).
+          SCHEDULE_CATCH_UP          Run a job once after a start when its time passed meanwhile (default true).
+          TZ                         The schedule's time zone (default /etc/localtime; UTC in the image).
+
         Tuning:
           LOCK_WAIT_SECONDS          How long a job waits for another job's lock (default 900).
           STOP_GRACE_SECONDS         After SIGTERM/SIGINT, how long restic gets to stop cleanly (default 8).

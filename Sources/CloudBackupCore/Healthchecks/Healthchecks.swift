@@ -130,14 +130,18 @@ public final class HealthchecksMonitor: Sendable {
     private let requestTimeout: Double
     private let budgetSeconds: Double
     private let retryDelays: [Double]
+    /// Said in the start ping's body (and the log): the built-in schedule's word that a run of this
+    /// job was not started twice (Scheduler.noteVariable).
+    private let startNote: String?
     /// The largest ping body the server takes: its `Ping-Body-Limit` answer to `start`, else the default.
     /// Written by `start` and read by `finish`, which may run on other threads.
     public var bodyLimit: Int { bodyLimitAnswer.withLock { $0 } }
     private let bodyLimitAnswer = Locked(PingBody.defaultLimit)
 
     public init(check: URL?, transport: HTTPTransport = .urlSession(), secrets: [String], log: Logger,
-                requestTimeout: Double = 10, budgetSeconds: Double = 35, retryDelays: [Double] = [1, 2, 4]) {
+                requestTimeout: Double = 10, budgetSeconds: Double = 35, retryDelays: [Double] = [1, 2, 4], startNote: String? = nil) {
         self.check = check
+        self.startNote = startNote
         self.runID = UUID().uuidString.lowercased()
         self.transport = transport
         self.secrets = secrets
@@ -148,8 +152,10 @@ public final class HealthchecksMonitor: Sendable {
     }
 
     public func start() {
+        if let startNote { log.warning(startNote) }
         guard let check else { return }
-        if let response = send(check: check, kind: .start, body: nil),
+        let body = startNote.map { Data(Redactor.redact($0, secrets: secrets).utf8) }
+        if let response = send(check: check, kind: .start, body: body),
            let limit = response.headers["ping-body-limit"].flatMap({ Int($0.trimmingCharacters(in: .whitespaces)) }), limit > 0 {
             bodyLimitAnswer.withLock { $0 = limit }
         }

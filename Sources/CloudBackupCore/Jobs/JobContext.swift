@@ -42,7 +42,8 @@ extension HealthchecksMonitor {
     /// A job's monitor: the configured timeouts and secrets, the context's transport and log.
     public convenience init(check: URL?, configuration: Configuration, context: JobContext) {
         self.init(check: check, transport: context.transport, secrets: configuration.secrets, log: context.log,
-                  requestTimeout: Double(configuration.pingTimeoutSeconds), budgetSeconds: configuration.pingBudgetSeconds)
+                  requestTimeout: Double(configuration.pingTimeoutSeconds), budgetSeconds: configuration.pingBudgetSeconds,
+                  startNote: context.environment[Scheduler.noteVariable].flatMap { $0.isEmpty ? nil : "note from the schedule: \($0)" })
     }
 }
 

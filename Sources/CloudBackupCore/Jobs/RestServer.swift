@@ -18,6 +18,8 @@ public struct RestServer {
     public let configuration: Configuration
     public let context: JobContext
     public var maxQuickFailures = 5
+    /// The binary the built-in schedule starts its jobs with: this one.
+    public var selfExecutable: String? = CommandLineInterface.runningBinary()
 
     public init(configuration: Configuration, context: JobContext) {
         self.configuration = configuration
@@ -30,6 +32,13 @@ public struct RestServer {
     private var log: Logger { context.log }
 
     public func run() -> Int32 {
+        let schedule: ScheduleSettings
+        switch ScheduleSettings.load(environment: context.environment, hostName: context.hostName) {
+        case .success(let settings): schedule = settings
+        case .failure(let problem):
+            log.error(problem.description)
+            return problem.exitCode
+        }
         guard ExecutableLookup.resolve("rclone", environment: configuration.childEnvironment) != nil else {
             let error = CloudBackupError.programNotFound(name: "rclone", path: configuration.childEnvironment["PATH"] ?? "")
             log.error(error.description)
@@ -97,13 +106,36 @@ public struct RestServer {
         let stopping = OnceFlag()
         let grace = configuration.stopGraceSeconds
         let log = self.log
-        let token = context.signals.add { signal in
+        let settled = Locked(false)
+        var scheduler: Scheduler?
+        if !schedule.isEmpty {
+            guard let executable = selfExecutable else {
+                let failure = CloudBackupError.serverFailed("the built-in schedule starts this program's own jobs, but its path cannot be read from /proc/self/exe (was the binary replaced while it ran?): restart start-server.")
+                log.error(failure.description)
+                return failure.exitCode
+            }
+            scheduler = Scheduler(settings: schedule, context: context, executable: executable, stateDirectory: configuration.stateDirectory,
+                                  graceSeconds: grace, serverSettled: { settled.withLock { $0 } })
+        }
+        let token = context.signals.add { [scheduler] signal in
             guard stopping.setFirstTime() else { return }
-            log.info("received \(signalName(signal)): stopping the REST server")
-            current.send(SIGTERM)
-            DispatchQueue.global().asyncAfter(deadline: .now() + .seconds(grace)) { current.send(SIGKILL) }
+            // The jobs first: a restic stopping through the server removes its lock through it, so
+            // rclone must outlive them.
+            DispatchQueue.global().async {
+                if let scheduler {
+                    log.info("received \(signalName(signal)): stopping the schedule and its running jobs, then the REST server")
+                    scheduler.stopAndWait()
+                } else {
+                    log.info("received \(signalName(signal)): stopping the REST server")
+                }
+                current.send(SIGTERM)
+                DispatchQueue.global().asyncAfter(deadline: .now() + .seconds(grace)) { current.send(SIGKILL) }
+            }
         }
         defer { context.signals.remove(token) }
+        scheduler?.start()
+        // However the server ends (stopped, or given up), no job of ours is left running.
+        defer { scheduler?.stopAndWait() }
 
         var quickFailures = 0
         var lastReason = ""
@@ -135,6 +167,7 @@ public struct RestServer {
             case .exited, .stopping:
                 break
             }
+            settled.withLock { $0 = true }
             let served = readiness == .ready
             let result = child.wait()
             current.set(nil)

@@ -181,7 +181,9 @@ public struct ResticJob {
                 if result.status == .signaled(SIGKILL) {
                     return failure(code, "\(kind.rawValue) interrupted: restic did not stop within STOP_GRACE_SECONDS=\(configuration.stopGraceSeconds) s of the stop request and was killed, so its lock may remain in the repository; the next job removes it once it has proven that this restic has ended", output: output)
                 }
-                return failure(code, "\(kind.rawValue) interrupted: stopped on request, restic released its lock", output: output)
+                // restic removes its lock as it stops, except one it was still creating when asked (a
+                // race inside restic): that one's holder has provably ended, so the next job removes it.
+                return failure(code, "\(kind.rawValue) interrupted: stopped on request; restic stopped cleanly, removing its lock", output: output)
 
             case .wrongPassword:
                 return failure(code, "\(kind.rawValue) failed: \(CloudBackupError.wrongPassword(destination: configuration.destination.displayPath).description)", output: output)

@@ -56,6 +56,7 @@ public struct StatusReport {
             if repository.ok { checks += snapshotChecks(configuration, route: route) }
         }
         checks.append(serverCheck(configuration))
+        checks += scheduleChecks(configuration)
         if let readAccess = context.readAccess.statusLine { checks.append(readAccess) }
         let urls: [(String, URL?)] = [("BACKUP_CHECK_URL", configuration.backupCheckURL), ("FORGET_CHECK_URL", configuration.forgetCheckURL),
                                       ("CHECK_CHECK_URL", configuration.checkCheckURL), ("DRILL_CHECK_URL", configuration.drillCheckURL)]
@@ -226,6 +227,55 @@ public struct StatusReport {
             return .fail("REST server", "nothing answers on 127.0.0.1:\(port)",
                          fix: "start it: `cloud-backup start-server` (Docker: `docker compose up -d`, or `docker-compose up -d`)")
         }
+    }
+
+    /// The built-in schedule: each job's next run (the running server's, from schedule.json) and last
+    /// result. Nothing when no *_SCHEDULE variable is set (ofelia or cron runs the jobs).
+    private func scheduleChecks(_ configuration: Configuration) -> [StatusCheck] {
+        let settings: ScheduleSettings
+        switch ScheduleSettings.load(environment: environment, hostName: context.hostName) {
+        case .success(let loaded): settings = loaded
+        case .failure(let problem):
+            return [.fail("schedule", problem.problems.joined(separator: " "),
+                          fix: "fix these variables: start-server refuses to start with them (exit 78)")]
+        }
+        guard !settings.isEmpty else { return [] }
+        let state = configuration.stateDirectory
+        let record = ScheduleRecord.read(stateDirectory: state)
+        let alive = ServerRecord.read(stateDirectory: state).alive
+        var checks: [StatusCheck] = []
+        if !alive {
+            checks.append(.fail("schedule", "\(settings.jobs.map(\.variable).joined(separator: ", ")) set, but no start-server runs with the state directory \(state): nothing runs the scheduled jobs",
+                                fix: "start it: `cloud-backup start-server` (Docker: `docker compose up -d`, or `docker-compose up -d`)"))
+        }
+        let now = Date()
+        let zone = settings.timeZone
+        for job in settings.jobs {
+            let jobRecord = record?.jobs[job.name]
+            // The running server's own next time when it schedules this expression; else what it would be.
+            let recorded = alive && jobRecord?.expression == job.expression.text ? jobRecord?.nextRun : nil
+            let next = (recorded.flatMap { $0 > now ? $0 : nil }) ?? settings.nextRun(of: job, after: now)
+            var detail = "\(job.name) at \(job.variable)=\(job.expression.text): next run \(next.map { formatScheduleTime($0, timeZone: zone) } ?? "never")"
+            var failedCode: Int32?
+            if let jobRecord, let pid = jobRecord.runningPID, alive, let start = jobRecord.lastStart {
+                detail += "; running since \(formatScheduleTime(start, timeZone: zone)) (PID \(pid))"
+            } else if let jobRecord, let code = jobRecord.lastExitCode, let start = jobRecord.lastStart {
+                let took = jobRecord.lastEnd.map { ", \(formatDuration($0.timeIntervalSince(start)))" } ?? ""
+                detail += "; last run \(formatScheduleTime(start, timeZone: zone)) \(code == 0 ? "succeeded" : "failed with exit code \(code)")\(took)"
+                if code != 0 { failedCode = code }
+            } else {
+                detail += "; no run yet"
+            }
+            if let skipped = jobRecord?.skippedRuns, skipped > 0 {
+                detail += "; \(skipped) scheduled time\(skipped == 1 ? "" : "s") passed while the previous run was still going (not started twice)"
+            }
+            if let code = failedCode {
+                checks.append(.fail("schedule", detail, fix: "see the server's log (`docker logs cloud-backup`) and the job's ping; run it by hand to see why: `cloud-backup \(job.commandArguments.map(shellQuoted).joined(separator: " "))`\(code == 75 ? " (75: the repository was busy)" : "")"))
+            } else {
+                checks.append(.pass("schedule", detail))
+            }
+        }
+        return checks
     }
 
     /// DNS and a TCP connection to the check URL's host; never a request to the URL.
