@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -48,7 +49,7 @@ def scheduled(tmp_path_factory, recorder):  # noqa: F811
     directory.mkdir()
     for name in ("docker-compose.yaml", "docker-compose.schedule.yaml"):
         shutil.copy(ROOT / name, directory / name)
-    check = "5c4ed1e0-schedule-check"
+    check = str(uuid.uuid4())
     values = {
         "RESTIC_PASSWORD": "schedule-test-password-8e1f",
         "RESTIC_REST_PORT": str(free_port()),
@@ -122,9 +123,13 @@ def test_scheduled_jobs_run_on_time_status_shows_them_and_a_stop_leaves_no_lock(
                      r"(last run \S+ \S+ \+0[12]:00 succeeded|running since)", status.stdout), output_of(status)
 
     # A slow backup (new random data), stopped while restic writes.
-    write_random_file(scheduled["data"] / "big.bin", 250_000_000)
+    # Written beside, then renamed in: no backup sees half a file (and finishes it quickly).
+    staging = scheduled["data"].parent / "big.bin"
+    write_random_file(staging, 250_000_000)
     started = logs(NAME).count("schedule: starting backup")
-    wait_until(lambda: logs(NAME).count("schedule: starting backup") > started, 30, 0.1, "a backup of the new data")
+    os.rename(staging, scheduled["data"] / "big.bin")
+    # The next run (the one before it has ended: one repository job at a time) reads the new data.
+    wait_until(lambda: logs(NAME).count("schedule: starting backup") > started, 30, 0.05, "a backup of the new data")
     wait_until(lambda: lock_files(volume), 60, 0.05, "a scheduled backup's lock")
     time.sleep(0.5)  # the lock is restic's own now (restic cannot remove one it is still creating)
     result = compose("stop", files=FILES, timeout=120)

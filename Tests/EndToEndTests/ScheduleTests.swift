@@ -30,8 +30,8 @@ final class ScheduleTests: SandboxTestCase {
 
     func testJobsRunAtTheirTimesOneRepositoryJobAtATimeAndNeverTwice() throws {
         try sandbox.writeData(files: 3)
-        // Slow pings make every backup last over 4 s, longer than its 2-s period.
-        let pings = try PingRecorder(in: sandbox, arguments: ["--delay", "2"])
+        // Slow pings (1.5 s each) make every backup last over 3 s, longer than its 2-s period.
+        let pings = try PingRecorder(in: sandbox, arguments: ["--delay", "1.5"])
         let (server, log) = try sandbox.startServer([
             "TZ": "UTC",
             "BACKUP_SCHEDULE": "*/2 * * * * *", "BACKUP_PATHS": sandbox.data, "BACKUP_CHECK_URL": pings.url(),

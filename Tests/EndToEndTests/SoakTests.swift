@@ -9,7 +9,7 @@ import XCTest
 /// end `restic check --read-data` passes and every snapshot a job reported as saved is in the
 /// repository and restores byte for byte.
 ///
-/// Runs alone with `swift test --filter SoakTests`; SOAK_CYCLES (default 10; CI's budget) and SOAK_SEED (default:
+/// Runs alone with `swift test --filter SoakTests`; SOAK_CYCLES (default 6; CI's budget) and SOAK_SEED (default:
 /// random, printed) make a run repeatable.
 final class SoakTests: XCTestCase {
     enum Fault: CaseIterable {
@@ -22,7 +22,7 @@ final class SoakTests: XCTestCase {
     }
 
     func testCyclesWithRandomKills() throws {
-        let cycles = Int(ProcessInfo.processInfo.environment["SOAK_CYCLES"] ?? "") ?? 10
+        let cycles = Int(ProcessInfo.processInfo.environment["SOAK_CYCLES"] ?? "") ?? 6
         let seed = UInt64(ProcessInfo.processInfo.environment["SOAK_SEED"] ?? "") ?? UInt64.random(in: 1...UInt64(UInt32.max))
         print("soak: \(cycles) cycles, SOAK_SEED=\(seed)")
         var random = SeededGenerator(seed: seed)

@@ -11,7 +11,7 @@ import Foundation
 /// or `a/n` (a to the field's end); months JAN–DEC and days SUN–SAT by name, Sunday as 0 or 7.
 /// When both day fields are restricted, either may match (cron's and ofelia's rule).
 /// Times are wall-clock times in the given time zone: on a spring-forward night a time that does not
-/// exist runs at the first time after the gap; on a fall-back night a time that happens twice runs once.
+/// exist runs at the end of the gap (03:00 for 02:30); on a fall-back night a time that happens twice runs once.
 public struct CronExpression: Sendable, Equatable, CustomStringConvertible {
     /// What the user wrote (trimmed).
     public let text: String
@@ -126,7 +126,8 @@ public struct CronExpression: Sendable, Equatable, CustomStringConvertible {
                 guard low <= high else { throw Problem(description: "the \(name) field \"\(field)\" has the range \(base), which ends before it starts") }
             } else {
                 low = try value(base)
-                high = pieces.count == 2 ? range.upperBound : low
+                // `a/n` runs to the field's end; for days of the week that is Saturday (6), as `*` does.
+                high = pieces.count == 2 ? (range == 0...7 ? 6 : range.upperBound) : low
             }
             for number in stride(from: low, through: high, by: step) { set |= 1 << UInt64(number) }
         }
@@ -191,8 +192,17 @@ public struct CronExpression: Sendable, Equatable, CustomStringConvertible {
             if !matches(fields.seconds, time.second) { time.addSecond(); continue }
             let components = DateComponents(year: time.year, month: time.month, day: time.day, hour: time.hour, minute: time.minute, second: time.second)
             // A wall-clock time inside a fall-back repeat converts to its first instant, which can be
-            // at or before `date`: step on. A time inside a spring-forward gap converts to after it.
-            if let instant = calendar.date(from: components), instant > date { return instant }
+            // at or before `date`: step on. A time inside a spring-forward gap does not exist: Foundation
+            // moves it later by the gap's length (02:30 → 03:30); it runs at the gap's end (03:00)
+            // instead, so that a server started inside the gap's shadow (03:10) still runs it that day.
+            if var instant = calendar.date(from: components) {
+                let back = calendar.dateComponents([.hour, .minute, .second], from: instant)
+                if (back.hour, back.minute, back.second) != (time.hour, time.minute, time.second),
+                   let end = timeZone.nextDaylightSavingTimeTransition(after: instant.addingTimeInterval(-4 * 3600)), end <= instant {
+                    instant = end
+                }
+                if instant > date { return instant }
+            }
             time.addSecond()
         }
         return nil

@@ -17,7 +17,8 @@ public enum SchedulePreview {
             log.error(CloudBackupError.from(error).description)
             return ExitCode.usage
         }
-        let count = parsed.values["--next"]?.first.flatMap(Int.init) ?? 3
+        let given = parsed.values["--next"]?.first
+        let count = given.map { text in text.allSatisfy(\.isASCII) ? Int(text) ?? 0 : 0 } ?? 3
         guard (1...10_000).contains(count) else {
             log.error(CloudBackupError.usage("schedule: --next takes a number of runs from 1 to 10000").description)
             return ExitCode.usage

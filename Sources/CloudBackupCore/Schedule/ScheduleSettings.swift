@@ -85,7 +85,7 @@ public struct ScheduleSettings: Sendable, Equatable {
             let identifier = name.hasPrefix(":") ? String(name.dropFirst()) : name
             if let zone = TimeZone(identifier: identifier) {
                 timeZone = zone
-            } else if !jobs.isEmpty {
+            } else if definitions.contains(where: { environment[$0.variable] != nil }) {
                 problems.append("TZ=\(name): not a time zone this system knows (e.g. Europe/Rome, UTC): the schedule's times would be wrong. Fix TZ or unset it to use /etc/localtime.")
             }
         }
