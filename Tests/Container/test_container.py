@@ -271,6 +271,12 @@ def env_file(workspace, recorder, checks):
         "DRILL_CHECK_URL": f"http://127.0.0.1:{recorder['port']}/{checks['drill']}",
         "LOCK_WAIT_SECONDS": "30",
     }
+    return env_from_example(values, workspace / "env")
+
+
+def env_from_example(values, path):
+    """Writes .env.example to `path` (mode 0600) with the lines of `values` set, as a user fills it in."""
+    values = dict(values)
     lines = []
     for line in (ROOT / ".env.example").read_text().splitlines():
         name = re.match(r"#?([A-Z][A-Z0-9_]*)=", line)
@@ -278,7 +284,6 @@ def env_file(workspace, recorder, checks):
             line = f"{name.group(1)}={values.pop(name.group(1))}"
         lines.append(line)
     assert not values, f".env.example lacks {sorted(values)}"
-    path = workspace / "env"
     path.write_text("\n".join(lines) + "\n")
     os.chmod(path, 0o600)
     return path

@@ -1,11 +1,12 @@
 """The built-in schedule under Docker: docker-compose.schedule.yaml (the cloud-backup service of
 docker-compose.yaml, extended with the *_SCHEDULE settings; no ofelia service, no Docker socket), used as
 its header says, with docker-compose 1.29 and the image the other container tests built. Second-level
-(6-field) expressions: the jobs run at their times in TZ, never overlap, `status` shows the next run and
-the last result, `docker-compose stop` in the middle of a scheduled backup stops it cleanly (no lock),
-and the next start catches the interrupted run up. This module runs after test_container.py, whose
-project (same container name) is down by then.
+(6-field) expressions: the jobs run at their times in TZ with the host's jitter, never overlap, `status`
+shows the next run and the last result, a container stop (`docker stop`, as compose does) in the middle of
+a scheduled backup stops it cleanly (no lock), and the next start catches the interrupted run up once. This
+module runs after test_container.py, whose project (same container name) is down by then.
 """
+import hashlib
 import json
 import os
 import re
@@ -16,11 +17,19 @@ from pathlib import Path
 
 import pytest
 
-from test_container import (IMAGE_USER, ROOT, Compose, docker, free_port, lock_files, logs, output_of, pings_for, state,
-                            wait_until, write_random_file)
+from test_container import (IMAGE_USER, ROOT, Compose, docker, env_from_example, free_port, lock_files, logs,
+                            output_of, pings_for, state, wait_until, write_random_file)
 from test_container import recorder, workspace  # noqa: F401  (module-scoped fixtures shared with this file)
 
 FILES = ("docker-compose.schedule.yaml", "docker-compose.override.yaml")
+# Below the backup's 4-s period, so that each run's second tells its delay.
+JITTER = 3
+
+
+def jitter_offset(host, jitter):
+    """The delay start-server gives a host (ScheduleSettings.jitterOffset), computed independently."""
+    digest = hashlib.sha256(f"cloud-backup schedule jitter\n{host}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % jitter
 NAME = "cloud-backup"
 
 
@@ -32,7 +41,8 @@ def scheduler_events(text):
         if match:
             events.append(("starting", match.group(1)))
             continue
-        match = re.search(r"cloud-backup: schedule: (\S+) ended ", line)
+        # A run that failed ends with a warning: "cloud-backup: warning: schedule: backup ended (exit code 1…".
+        match = re.search(r"cloud-backup: (?:warning: )?schedule: (\S+) ended ", line)
         if match:
             events.append(("ended", match.group(1)))
     return events
@@ -59,16 +69,9 @@ def scheduled(tmp_path_factory, recorder):  # noqa: F811
         # Off: the compose file's defaults would run them at night.
         "FORGET_SCHEDULE": "", "CHECK_SCHEDULE": "", "DRILL_SCHEDULE": "",
         "TZ": "Europe/Rome",
+        "SCHEDULE_JITTER_SECONDS": str(JITTER),
     }
-    lines = []
-    for line in (ROOT / ".env.example").read_text().splitlines():
-        match = re.match(r"#?([A-Z][A-Z0-9_]*)=", line)
-        if match and match.group(1) in values:
-            line = f"{match.group(1)}={values.pop(match.group(1))}"
-        lines.append(line)
-    assert not values, f".env.example lacks {sorted(values)}"
-    (directory / ".env").write_text("\n".join(lines) + "\n")
-    os.chmod(directory / ".env", 0o600)
+    env_from_example(values, directory / ".env")
     override = {"services": {"cloud-backup": {
         "build": {"context": str(ROOT), "dockerfile": "docker/Dockerfile.prebuilt", "network": "host"},
         "network_mode": "host",
@@ -108,7 +111,15 @@ def test_scheduled_jobs_run_on_time_status_shows_them_and_a_stop_leaves_no_lock(
     dues = re.findall(r"schedule: starting backup \(due \d{4}-\d\d-\d\d \d\d:\d\d:(\d\d) \+01:00|"
                       r"schedule: starting backup \(due \d{4}-\d\d-\d\d \d\d:\d\d:(\d\d) \+02:00", text)
     seconds = [int(a or b) for a, b in dues]
-    assert seconds and all(s % 4 == 0 for s in seconds), text
+    # The compose file's hostname names the host (no RESTIC_HOST): its delay, the same at every run.
+    hostname = compose("config", files=FILES).stdout
+    host = re.search(r"^    hostname: (\S+)$", hostname, re.M).group(1)
+    offset = jitter_offset(host, JITTER)
+    assert seconds and all(s % 4 == offset for s in seconds), f"delay {offset} s for {host}: {seconds}\n{text}"
+    preview = json.loads(docker("exec", "--user", IMAGE_USER, NAME, "cloud-backup", "schedule", "--json", "--next", "5").stdout)
+    assert preview["offsetSeconds"] == offset and preview["timeZone"] == "Europe/Rome", preview
+    backup = next(job for job in preview["jobs"] if job["job"] == "backup")
+    assert len(backup["next"]) == 5 and all(int(t) % 4 == offset for t in backup["next"]), preview
     running = set()
     for event, job in scheduler_events(text):
         if event == "starting":
@@ -131,9 +142,9 @@ def test_scheduled_jobs_run_on_time_status_shows_them_and_a_stop_leaves_no_lock(
     # The next run (the one before it has ended: one repository job at a time) reads the new data.
     wait_until(lambda: logs(NAME).count("schedule: starting backup") > started, 30, 0.05, "a backup of the new data")
     wait_until(lambda: lock_files(volume), 60, 0.05, "a scheduled backup's lock")
-    time.sleep(0.5)  # the lock is restic's own now (restic cannot remove one it is still creating)
-    result = compose("stop", files=FILES, timeout=120)
-    assert result.returncode == 0, output_of(result)
+    time.sleep(0.3)  # the lock is restic's own now (restic cannot remove one it is still creating)
+    # What `docker compose stop` does, without its seconds of start-up (restic needs about 3 s here).
+    docker("stop", NAME, timeout=120)
     text = logs(NAME)
     assert state(NAME)["ExitCode"] == 0, text
     assert "stopping the schedule and its running jobs, then the REST server" in text, text
@@ -148,5 +159,6 @@ def test_scheduled_jobs_run_on_time_status_shows_them_and_a_stop_leaves_no_lock(
     wait_until(lambda: logs(NAME).count("schedule: backup ended (exit code 0") > before, 90, 0.5, "a backup after the restart")
     text = logs(NAME)
     assert "schedule: backup missed a scheduled run" in text, text
+    assert text.count("schedule: starting backup (catch-up of the first missed run") == 1, text
     (big := scheduled["data"] / "big.bin").unlink()
     assert not big.exists()

@@ -6,10 +6,12 @@ import XCTest
 /// expressions: jobs run at their times, one repository job at a time and never twice at once, a stop
 /// mid-job leaves no lock, a missed run is caught up once, the jitter is bounded and stable.
 final class ScheduleTests: SandboxTestCase {
-    /// The scheduler's own lines, in order: ("starting", job) and ("ended", job).
+    /// The scheduler's own lines, in order: ("starting", job) and ("ended", job); a run that failed
+    /// ends with a warning ("cloud-backup: warning: schedule: forget ended (exit code 1…").
     private func events(_ log: String) -> [(String, String)] {
         log.split(separator: "\n").compactMap { line in
-            guard let range = line.range(of: "cloud-backup: schedule: ") else { return nil }
+            guard line.hasPrefix("cloud-backup: schedule: ") || line.hasPrefix("cloud-backup: warning: schedule: "),
+                  let range = line.range(of: "schedule: ") else { return nil }
             let rest = line[range.upperBound...]
             if rest.hasPrefix("starting ") { return ("starting", String(rest.dropFirst("starting ".count).prefix { $0 != " " })) }
             let words = rest.split(separator: " ", maxSplits: 2)
