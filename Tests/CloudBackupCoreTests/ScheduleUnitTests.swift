@@ -555,11 +555,11 @@ final class ScheduleUnitTests: XCTestCase {
         XCTAssertEqual(settings.jobs[4].commandArguments, ["check-refresh-token"])
         XCTAssertEqual(settings.jobs.map(\.usesRepository), [true, true, true, true, false])
         XCTAssertEqual(settings.jobs[1].expression, try cron("0 3 * * SUN"))
-        // TZ=UTC: Foundation on Linux calls it GMT (so do the log and `schedule`); the same zone.
+        // TZ=UTC: Foundation on Linux calls it GMT; the log and `schedule` say it as the user wrote it.
         XCTAssertEqual(settings.timeZone.secondsFromGMT(for: time("2026-07-01T00:00:00Z")), 0)
         XCTAssertTrue(["UTC", "GMT"].contains(settings.timeZone.identifier), settings.timeZone.identifier)
-        XCTAssertTrue(settings.describe(settings.jobs[0]).hasPrefix("BACKUP_SCHEDULE=0 2 * * * (\(settings.timeZone.identifier))"),
-                      settings.describe(settings.jobs[0]))
+        XCTAssertEqual(settings.timeZoneName, "UTC")
+        XCTAssertTrue(settings.describe(settings.jobs[0]).hasPrefix("BACKUP_SCHEDULE=0 2 * * * (UTC)"), settings.describe(settings.jobs[0]))
     }
 
     func testBackupPathsAreRequiredAndAbsolute() {

@@ -49,7 +49,7 @@ public enum SchedulePreview {
         }
         if parsed.switches.contains("--json") {
             let object: [String: Any] = [
-                "timeZone": settings.timeZone.identifier, "offsetSeconds": settings.offsetSeconds, "jitterSeconds": settings.jitterSeconds,
+                "timeZone": settings.timeZoneName, "offsetSeconds": settings.offsetSeconds, "jitterSeconds": settings.jitterSeconds,
                 "catchUp": settings.catchUp,
                 "jobs": runs.map { job, times in
                     ["job": job.name, "variable": job.variable, "expression": job.expression.text, "command": job.commandArguments,
@@ -64,7 +64,7 @@ public enum SchedulePreview {
             print("No built-in schedule: none of \(ScheduleSettings.variables.joined(separator: ", ")) is set (start-server only serves; ofelia or cron runs the jobs).")
             return ExitCode.success
         }
-        print("Built-in schedule of start-server (time zone \(settings.timeZone.identifier); \(settings.offsetSeconds > 0 ? "this host runs its jobs \(formatDuration(Double(settings.offsetSeconds))) after their times (SCHEDULE_JITTER_SECONDS=\(settings.jitterSeconds))" : "no jitter"); missed runs \(settings.catchUp ? "are caught up once after a start" : "are not caught up")):")
+        print("Built-in schedule of start-server (time zone \(settings.timeZoneName); \(settings.offsetSeconds > 0 ? "this host runs its jobs \(formatDuration(Double(settings.offsetSeconds))) after their times (SCHEDULE_JITTER_SECONDS=\(settings.jitterSeconds))" : "no jitter"); missed runs \(settings.catchUp ? "are caught up once after a start" : "are not caught up")):")
         for (job, times) in runs {
             print("  \(job.name): `cloud-backup \(job.commandArguments.map(shellQuoted).joined(separator: " "))` at \(job.variable)=\(job.expression.text)")
             for time in times { print("    \(formatScheduleTime(time, timeZone: settings.timeZone))") }

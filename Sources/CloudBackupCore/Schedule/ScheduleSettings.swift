@@ -26,6 +26,8 @@ public struct ScheduleSettings: Sendable, Equatable {
     /// Run a job once soon after start when a scheduled time passed without a successful run.
     public var catchUp: Bool
     public var timeZone: TimeZone
+    /// The zone as the user named it (TZ=UTC: Foundation on Linux calls that zone "GMT").
+    public var timeZoneName: String
 
     /// (variable, subcommand, arguments variable, default arguments, uses the repository)
     static let definitions: [(variable: String, name: String, argumentsVariable: String?, defaultArguments: String?, usesRepository: Bool)] = [
@@ -80,11 +82,13 @@ public struct ScheduleSettings: Sendable, Equatable {
                                                  meaning: "a number of seconds from 0 to 86400", problems: &problems)
         let catchUp = ConfigurationLoader.boolean("SCHEDULE_CATCH_UP", in: environment, default: true, problems: &problems)
         var timeZone = TimeZone.current
+        var timeZoneName = timeZone.identifier
         if let name = environment["TZ"] {
             // TZ=":Europe/Rome" (glibc's form) names the same zone as TZ="Europe/Rome".
             let identifier = name.hasPrefix(":") ? String(name.dropFirst()) : name
             if let zone = TimeZone(identifier: identifier) {
                 timeZone = zone
+                timeZoneName = identifier
             } else if definitions.contains(where: { environment[$0.variable] != nil }) {
                 problems.append("TZ=\(name): not a time zone this system knows (e.g. Europe/Rome, UTC): the schedule's times would be wrong. Fix TZ or unset it to use /etc/localtime.")
             }
@@ -92,7 +96,7 @@ public struct ScheduleSettings: Sendable, Equatable {
         if !problems.isEmpty { return .failure(.configuration(problems)) }
         let host = environment["RESTIC_HOST"] ?? hostName
         return .success(ScheduleSettings(jobs: jobs, offsetSeconds: jitterOffset(host: host, jitterSeconds: jitter),
-                                         jitterSeconds: jitter, catchUp: catchUp, timeZone: timeZone))
+                                         jitterSeconds: jitter, catchUp: catchUp, timeZone: timeZone, timeZoneName: timeZoneName))
     }
 
     /// This host's delay: a hash of its name (RESTIC_HOST, else the hostname) onto 0 ..< jitter. A hash
@@ -115,7 +119,7 @@ public struct ScheduleSettings: Sendable, Equatable {
 
     /// "at 0 2 * * * (Europe/Rome), 37 min 12 s later on this host"
     public func describe(_ job: ScheduledJob) -> String {
-        var text = "\(job.variable)=\(job.expression.text) (\(timeZone.identifier))"
+        var text = "\(job.variable)=\(job.expression.text) (\(timeZoneName))"
         if offsetSeconds > 0 { text += ", \(formatDuration(Double(offsetSeconds))) later on this host (SCHEDULE_JITTER_SECONDS)" }
         return text
     }

@@ -105,7 +105,10 @@ public final class Scheduler: @unchecked Sendable {
             let now = Date()
             var changed = reap(&record)
             if !catchUps.isEmpty && (serverSettled() || now.timeIntervalSince(started) > 300) {
-                queue += catchUps
+                // A job that has already run on its own time meanwhile (the server took long to settle)
+                // has caught up by itself.
+                let ranSinceStart = Set(record.jobs.filter { ($0.value.lastStart ?? .distantPast) >= started }.keys)
+                queue += catchUps.filter { due in !ranSinceStart.contains(due.job.name) && !queue.contains { $0.job.name == due.job.name } }
                 catchUps = []
             }
             for job in settings.jobs {
