@@ -33,15 +33,21 @@ public final class Scheduler: @unchecked Sendable {
     private let ended = DispatchGroup()
 
     private struct Run {
+        let job: ScheduledJob
         let child: any RunningProcess
         let started: Date
-        let trigger: String
+    }
+
+    /// Why a run starts; recorded in schedule.json as its raw value.
+    private enum Trigger: String {
+        case scheduled
+        case catchUp = "catch-up"
     }
 
     private struct Due {
         let job: ScheduledJob
         let time: Date
-        let trigger: String
+        let trigger: Trigger
     }
 
     public init(settings: ScheduleSettings, context: JobContext, executable: String, stateDirectory: String,
@@ -86,7 +92,7 @@ public final class Scheduler: @unchecked Sendable {
             jobRecord.runningPID = nil
             let reference = jobRecord.lastSuccess ?? jobRecord.since
             if settings.catchUp, let missed = settings.nextRun(of: job, after: reference), missed <= started {
-                catchUps.append(Due(job: job, time: missed, trigger: "catch-up"))
+                catchUps.append(Due(job: job, time: missed, trigger: .catchUp))
                 let last = jobRecord.lastSuccess.map { "its last successful run started \(formatScheduleTime($0, timeZone: settings.timeZone))" }
                     ?? "it has not succeeded since it was scheduled (\(formatScheduleTime(jobRecord.since, timeZone: settings.timeZone)))"
                 log.info("schedule: \(job.name) missed a scheduled run (the first due \(formatScheduleTime(missed, timeZone: settings.timeZone)); \(last)): running it once, as soon as the REST server has started (SCHEDULE_CATCH_UP=false turns this off)")
@@ -125,7 +131,7 @@ public final class Scheduler: @unchecked Sendable {
                     notes[job.name] = message
                     record.jobs[job.name]?.skippedRuns += 1
                 } else {
-                    queue.append(Due(job: job, time: due, trigger: "scheduled"))
+                    queue.append(Due(job: job, time: due, trigger: .scheduled))
                 }
                 // From now, not from the missed time: after a suspend, one run rather than a burst.
                 let next = settings.nextRun(of: job, after: max(now, due))
@@ -135,9 +141,10 @@ public final class Scheduler: @unchecked Sendable {
             }
             var waiting: [Due] = []
             for due in queue {
-                let repositoryBusy = lock.withLock { running.keys.contains { name in settings.jobs.contains { $0.name == name && $0.usesRepository } } }
-                let alreadyRunning = lock.withLock { running[due.job.name] != nil }
-                if alreadyRunning || (due.job.usesRepository && repositoryBusy) || isStopping {
+                let blocked = lock.withLock {
+                    running[due.job.name] != nil || (due.job.usesRepository && running.values.contains { $0.job.usesRepository })
+                }
+                if blocked || isStopping {
                     waiting.append(due)
                     continue
                 }
@@ -165,12 +172,12 @@ public final class Scheduler: @unchecked Sendable {
         let now = Date()
         do {
             let child = try context.runner.launch(spec)
-            lock.withLock { running[due.job.name] = Run(child: child, started: now, trigger: due.trigger) }
-            log.info("schedule: starting \(due.job.name) (\(due.trigger == "catch-up" ? "catch-up of the first missed run, due " : "due ")\(formatScheduleTime(due.time, timeZone: settings.timeZone)), PID \(child.pid))")
+            lock.withLock { running[due.job.name] = Run(job: due.job, child: child, started: now) }
+            log.info("schedule: starting \(due.job.name) (\(due.trigger == .catchUp ? "catch-up of the first missed run, due " : "due ")\(formatScheduleTime(due.time, timeZone: settings.timeZone)), PID \(child.pid))")
             record.jobs[due.job.name]?.lastStart = now
             record.jobs[due.job.name]?.lastEnd = nil
             record.jobs[due.job.name]?.lastExitCode = nil
-            record.jobs[due.job.name]?.lastTrigger = due.trigger
+            record.jobs[due.job.name]?.lastTrigger = due.trigger.rawValue
             record.jobs[due.job.name]?.runningPID = child.pid
             // A stop that came while it was being started must reach it too.
             if isStopping { child.send(SIGTERM) }
@@ -180,7 +187,7 @@ public final class Scheduler: @unchecked Sendable {
             record.jobs[due.job.name]?.lastStart = now
             record.jobs[due.job.name]?.lastEnd = now
             record.jobs[due.job.name]?.lastExitCode = failure.exitCode
-            record.jobs[due.job.name]?.lastTrigger = due.trigger
+            record.jobs[due.job.name]?.lastTrigger = due.trigger.rawValue
         }
     }
 
